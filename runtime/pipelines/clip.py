@@ -1,0 +1,131 @@
+"""CLIP at run time: zero-shot classification and image<->text retrieval over two engines.
+
+Needs only numpy, PIL, `tokenizers` and a backend. Embeddings are L2-normalised here (the graphs
+return the projected, unnormalised embeddings), logits are exp(logit_scale) · cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from trtdeploy.runtime.bundle import Bundle, Manifest
+from trtdeploy.runtime.engine import Engine
+from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess
+from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
+from trtdeploy.runtime.tokenize import TextTokenizer
+from trtdeploy.runtime.verify import Outputs, TaskResult
+
+VISION, TEXT = "vision", "text"
+
+
+@dataclass(frozen=True)
+class Ranked:
+    label: str
+    probability: float
+
+
+class ClipPipeline:
+    """Zero-shot classification and retrieval with a CLIP bundle's ``vision`` and ``text`` engines."""
+
+    def __init__(
+        self,
+        vision: Engine,
+        text: Engine,
+        tokenizer: TextTokenizer,
+        preprocess: ImagePreprocess,
+        logit_scale: float,
+    ) -> None:
+        self.vision = vision
+        self.text = text
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.scale = float(np.exp(logit_scale))
+        self._max_images = vision.io.dims["batch"].max
+        self._max_texts = text.io.dims["batch"].max
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None
+    ) -> ClipPipeline:
+        config = bundle.read_json(bundle.manifest.assets["pipeline"])
+        engines = open_engines(bundle, target, threads=threads)
+        tokenizer = TextTokenizer(
+            bundle.asset("tokenizer"), max_length=int(config["max_text_length"]), pad_id=int(config["pad_id"])
+        )
+        return cls(
+            engines[VISION],
+            engines[TEXT],
+            tokenizer,
+            ImagePreprocess.from_json(config["preprocess"]),
+            float(config["logit_scale"]),
+        )
+
+    def image_embeddings(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """(N, D) unit-norm image embeddings, run in batches the engine's profile allows."""
+        pixels = self.preprocess(images)
+        chunks = [
+            self.vision.run({"pixel_values": pixels[i : i + self._max_images]})["image_embeds"]
+            for i in range(0, len(pixels), self._max_images)
+        ]
+        return l2_normalize(np.concatenate(chunks))
+
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """(M, D) unit-norm text embeddings."""
+        chunks = []
+        for i in range(0, len(texts), self._max_texts):
+            chunks.append(self.text.run(self.tokenizer(texts[i : i + self._max_texts]))["text_embeds"])
+        return l2_normalize(np.concatenate(chunks))
+
+    def logits(self, images: Sequence[ImageLike], texts: Sequence[str]) -> np.ndarray:
+        """(N images, M texts) logits: exp(logit_scale) · cosine similarity."""
+        return self.scale * self.image_embeddings(images) @ self.text_embeddings(texts).T
+
+    def zero_shot(self, image: ImageLike, labels: Sequence[str]) -> list[Ranked]:
+        """The labels ranked by probability for one image (softmax over the labels)."""
+        probs = softmax(self.logits([image], labels)[0])
+        order = np.argsort(-probs, kind="stable")
+        return [Ranked(labels[i], float(probs[i])) for i in order]
+
+    def retrieve(self, query: str, images: Sequence[ImageLike], top_k: int = 5) -> list[tuple[int, float]]:
+        """Indices of the ``top_k`` images closest to a text query, with their cosine similarity."""
+        scores = (self.image_embeddings(images) @ self.text_embeddings([query]).T)[:, 0]
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [(int(i), float(scores[i])) for i in order]
+
+    @staticmethod
+    def task_metrics(manifest: Manifest, reference: Outputs, actual: Outputs) -> list[TaskResult]:
+        """Zero-shot top-1 agreement: for each held-out image, the engine and the reference pick
+        the same prompt among the held-out prompts."""
+        minimum = manifest.budget.tasks.get("zero_shot_top1_agreement", 1.0)
+        agreement, n_images, n_texts = zero_shot_agreement(reference, actual)
+        return [
+            TaskResult(
+                "zero_shot_top1_agreement",
+                agreement,
+                minimum,
+                f"{n_images} held-out images × {n_texts} prompts",
+            )
+        ]
+
+
+def zero_shot_agreement(
+    reference: Mapping[str, Mapping[str, np.ndarray]], actual: Outputs
+) -> tuple[float, int, int]:
+    """Fraction of images whose top-1 prompt is the same under both sets of embeddings."""
+    ref = l2_normalize(reference[VISION]["image_embeds"]) @ l2_normalize(reference[TEXT]["text_embeds"]).T
+    got = l2_normalize(actual[VISION]["image_embeds"]) @ l2_normalize(actual[TEXT]["text_embeds"]).T
+    same = np.argmax(ref, axis=1) == np.argmax(got, axis=1)
+    return float(np.mean(same)), ref.shape[0], ref.shape[1]
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, np.finfo(x.dtype).tiny)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - np.max(x))
+    return e / np.sum(e)

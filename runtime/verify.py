@@ -1,0 +1,139 @@
+"""Verification: run engines on a bundle's held-out reference inputs and hold them to its budget.
+
+Per output: cosine, max abs error, fraction outside atol + rtol·|ref|. Then the task metric of the
+model's pipeline (zero-shot top-1 agreement for CLIP, mask IoU for CLIPSeg, ...). The report lists
+every output and metric; a miss raises VerificationError naming each failing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trtdeploy.runtime.bundle import Bundle, Manifest
+from trtdeploy.runtime.compare import OutputComparison, compare_outputs
+from trtdeploy.runtime.engine import Engine
+from trtdeploy.runtime.errors import VerificationError
+
+Outputs = dict[str, dict[str, np.ndarray]]  # component -> output name -> array
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A task-level metric (e.g. zero-shot top-1 agreement) and the minimum it must reach."""
+
+    name: str
+    value: float
+    minimum: float
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.minimum
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "minimum": self.minimum,
+            "detail": self.detail,
+            "passed": self.passed,
+        }
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    model: str
+    precision: str
+    target: str
+    comparisons: tuple[OutputComparison, ...]
+    tasks: tuple[TaskResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons) and all(t.passed for t in self.tasks)
+
+    def failures(self) -> list[str]:
+        out = [f"{c.component}/{c.output}: {'; '.join(c.failures)}" for c in self.comparisons if not c.passed]
+        out += [f"{t.name}: {t.value:.4f} < {t.minimum}" for t in self.tasks if not t.passed]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "precision": self.precision,
+            "target": self.target,
+            "passed": self.passed,
+            "outputs": [c.to_json() for c in self.comparisons],
+            "tasks": [t.to_json() for t in self.tasks],
+        }
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"### Verification: {self.model} · {self.precision} · {self.target} · "
+            f"{'PASS' if self.passed else 'FAIL'}",
+            "",
+            "| component | output | cosine | max abs | outside tol | budget | result |",
+            "|---|---|---:|---:|---:|---|---|",
+        ]
+        for c in self.comparisons:
+            t = c.tolerance
+            budget = f"cos ≥ {t.cosine_min}, ≤ {t.max_outside:.1%} outside {t.atol:g}+{t.rtol:g}·|ref|"
+            result = "pass" if c.passed else "FAIL: " + "; ".join(c.failures)
+            lines.append(
+                f"| {c.component} | {c.output} | {c.cosine:.6f} | {c.max_abs:.3g} | "
+                f"{c.outside_fraction:.2%} | {budget} | {result} |"
+            )
+        if self.tasks:
+            lines += ["", "| task metric | value | minimum | result | detail |", "|---|---:|---:|---|---|"]
+            for task in self.tasks:
+                lines.append(
+                    f"| {task.name} | {task.value:.4f} | {task.minimum} | {'pass' if task.passed else 'FAIL'} "
+                    f"| {task.detail} |"
+                )
+        return "\n".join(lines) + "\n"
+
+
+def run_references(bundle: Bundle, engines: Mapping[str, Engine]) -> tuple[Outputs, Outputs]:
+    """(reference outputs, engine outputs) for every component, on the bundle's held-out inputs."""
+    reference: Outputs = {}
+    actual: Outputs = {}
+    for entry in bundle.manifest.components:
+        inputs, outputs = bundle.reference(entry.name)
+        reference[entry.name] = outputs
+        actual[entry.name] = engines[entry.name].run(inputs)
+    return reference, actual
+
+
+def build_report(
+    manifest: Manifest,
+    target: str,
+    reference: Outputs,
+    actual: Outputs,
+    tasks: Sequence[TaskResult],
+) -> VerificationReport:
+    comparisons: list[OutputComparison] = []
+    for component, ref in reference.items():
+        comparisons += compare_outputs(component, ref, actual.get(component, {}), manifest.budget)
+    return VerificationReport(manifest.model, manifest.precision, target, tuple(comparisons), tuple(tasks))
+
+
+def verify_bundle(bundle: Bundle, engines: Mapping[str, Engine], target: str) -> VerificationReport:
+    """Run every component on its reference inputs, compare, and compute the pipeline's task metrics."""
+    from trtdeploy.runtime.pipelines import pipeline_class
+
+    reference, actual = run_references(bundle, engines)
+    tasks = pipeline_class(bundle.manifest.pipeline).task_metrics(bundle.manifest, reference, actual)
+    return build_report(bundle.manifest, target, reference, actual, tasks)
+
+
+def raise_if_failed(report: VerificationReport) -> None:
+    if not report.passed:
+        lines = "\n  ".join(report.failures())
+        raise VerificationError(
+            f"{report.model} {report.precision} on {report.target} missed its accuracy budget:\n  {lines}",
+            report,
+        )
