@@ -1,0 +1,163 @@
+"""torch -> ONNX for one component, and the checks that the graph keeps the recipe's contract.
+
+The exporter can silently fix a dynamic dim to its example value (torch.export's Dim.AUTO falls
+back to static without an error), so after every export the graph's inputs and outputs are read
+back and every dim the spec calls dynamic must still be symbolic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import torch
+
+from trtdeploy.models.recipe import Component
+from trtdeploy.runtime.errors import ExportError
+from trtdeploy.runtime.specs import IOSpec
+
+# One protobuf can't exceed 2 GiB; above a margin below that, weights go to an external file.
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    opset: int = 18  # >= 17 keeps LayerNormalization one node (TensorRT parses opsets 9..25)
+    seed: int = 1234  # for the random trace inputs
+
+
+class OnnxFromComponent:
+    """Stage: export one component of a reference model to an ONNX file and check the graph."""
+
+    def __init__(
+        self, component: Component, model: torch.nn.Module, settings: ExportSettings | None = None
+    ) -> None:
+        self.component = component
+        self.model = model
+        self.settings = settings or ExportSettings()
+
+    def __call__(self, path: Path) -> Path:
+        component, settings = self.component, self.settings
+        wrapper = component.wrapper(self.model)
+        # The TorchScript exporter restores the wrapper's own training flag on every child after
+        # export, so a wrapper left in train mode would flip the reference model to train mode.
+        wrapper.eval()
+        rng = np.random.default_rng(settings.seed)
+        feeds = {
+            k: torch.from_numpy(v) for k, v in component.random_inputs(component.trace_sizes, rng).items()
+        }
+        external = _parameter_bytes(self.model) > EXTERNAL_DATA_BYTES
+        kwargs: dict[str, Any] = {
+            "kwargs": feeds,
+            "input_names": list(component.io.input_names),
+            "output_names": list(component.io.output_names),
+            "opset_version": settings.opset,
+        }
+        exporter: Literal["dynamo", "torchscript"] = (
+            "dynamo" if component.exporter == "dynamo" else "torchscript"
+        )
+        if exporter == "dynamo":
+            kwargs.update(dynamo=True, dynamic_shapes=_dynamic_shapes(component.io), external_data=external)
+        else:
+            kwargs.update(dynamo=False, dynamic_axes=_dynamic_axes(component.io))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = io.StringIO()
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(log), _quiet_logger("torch.onnx"):
+                warnings.simplefilter("ignore")  # exporter chatter; failures still raise
+                torch.onnx.export(wrapper, (), str(path), **kwargs)
+        except Exception as exc:
+            raise ExportError(f"{component.name}: torch.onnx.export ({exporter}) failed: {exc}") from exc
+        check_exported_graph(path, component.name, component.io, settings.opset)
+        return path
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a logger's warnings (e.g. "torchvision is not installed") for the duration."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _parameter_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _dynamic_shapes(io: IOSpec) -> dict[str, dict[int, Any]]:
+    dims = {name: torch.export.Dim(name, min=r.min, max=r.max) for name, r in io.dims.items()}
+    return {
+        s.name: {axis: dims[d] for axis, d in enumerate(s.shape) if isinstance(d, str)} for s in io.inputs
+    }
+
+
+def _dynamic_axes(io: IOSpec) -> dict[str, dict[int, str]]:
+    return {
+        s.name: {axis: d for axis, d in enumerate(s.shape) if isinstance(d, str)}
+        for s in (*io.inputs, *io.outputs)
+    }
+
+
+def check_exported_graph(path: Path, component: str, io: IOSpec, opset: int) -> None:
+    """Run the ONNX checker and shape inference, then hold the graph's I/O to the spec."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)  # by path: works with external data
+    except Exception as exc:
+        raise ExportError(f"{component}: the exported graph fails the ONNX checker: {exc}") from exc
+    model = onnx.load(str(path), load_external_data=False)
+    got_opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if got_opset < opset:
+        raise ExportError(f"{component}: the graph declares opset {got_opset}, expected at least {opset}.")
+    graph_inputs = {i.name: i for i in model.graph.input}
+    graph_outputs = {o.name: o for o in model.graph.output}
+    if list(graph_inputs) != list(io.input_names):
+        raise ExportError(
+            f"{component}: graph inputs are {list(graph_inputs)}, expected {list(io.input_names)}."
+        )
+    if list(graph_outputs) != list(io.output_names):
+        raise ExportError(
+            f"{component}: graph outputs are {list(graph_outputs)}, expected {list(io.output_names)}."
+        )
+    problems = []
+    for spec in (*io.inputs, *io.outputs):
+        value = graph_inputs.get(spec.name) or graph_outputs[spec.name]
+        tensor_type = value.type.tensor_type
+        dtype = _ONNX_DTYPES.get(tensor_type.elem_type, str(tensor_type.elem_type))
+        if dtype != spec.dtype:
+            problems.append(f"{spec.name}: dtype {dtype}, expected {spec.dtype}")
+        dims = tensor_type.shape.dim
+        if len(dims) != len(spec.shape):
+            problems.append(f"{spec.name}: rank {len(dims)}, expected {len(spec.shape)}")
+            continue
+        for axis, (want, got) in enumerate(zip(spec.shape, dims, strict=True)):
+            if isinstance(want, int) and got.HasField("dim_value") and got.dim_value != want:
+                problems.append(f"{spec.name}: axis {axis} is {got.dim_value}, expected {want}")
+            if isinstance(want, str) and got.HasField("dim_value"):
+                problems.append(
+                    f"{spec.name}: axis {axis} ({want}) was fixed to {got.dim_value} by the exporter; it must stay "
+                    "dynamic (look for a Python int() or len() on that size in the model's forward)"
+                )
+    if problems:
+        raise ExportError(
+            f"{component}: the exported graph breaks its interface:\n  " + "\n  ".join(problems)
+        )

@@ -1,0 +1,128 @@
+"""What a recipe is: how one model family becomes deployable.
+
+A recipe names its presets, loads weights (a preset's fixed-seed random init, or a local Hugging
+Face folder), lists its components (one graph each, with its export wrapper, interface and the
+sizes to trace and check at), records held-out reference inputs and writes the run-time assets
+(tokenizer, preprocessing) into the bundle. Accuracy budgets per precision are data in the recipe.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from trtdeploy.runtime.bundle import BundleWriter
+from trtdeploy.runtime.compare import Budget
+from trtdeploy.runtime.errors import ArtifactError
+from trtdeploy.runtime.specs import IOSpec
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named architecture; without weights it is random-initialised from ``seed``."""
+
+    name: str
+    description: str
+    config: Callable[[], object]  # builds the transformers config
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Component:
+    """One graph of a model.
+
+    ``wrapper`` builds the export module (keyword inputs named as in ``io``, outputs in the order
+    of ``io.outputs``); ``random_inputs`` makes valid feeds at given dim sizes. The export traces
+    at ``trace_sizes`` and is checked at ``check_sizes``, which must differ in every dynamic dim
+    so a dim the exporter silently fixed is caught.
+    """
+
+    name: str
+    io: IOSpec
+    wrapper: Callable[[torch.nn.Module], torch.nn.Module]
+    random_inputs: Callable[[Mapping[str, int], np.random.Generator], Feeds]
+    trace_sizes: Mapping[str, int]
+    check_sizes: Mapping[str, int]
+    exporter: str = "dynamo"
+
+    def __post_init__(self) -> None:
+        for dim in self.io.dims:
+            if self.trace_sizes.get(dim) == self.check_sizes.get(dim):
+                raise ValueError(f"{self.name}: dim {dim!r} is traced and checked at the same size")
+
+
+@dataclass
+class LoadedModel:
+    """A reference model in eval mode, with what identifies its weights."""
+
+    recipe: Recipe
+    preset: str
+    model: torch.nn.Module
+    weights: dict[str, str] = field(default_factory=dict)  # {"source": ..., "sha256": ...}
+
+
+class Recipe(abc.ABC):
+    """One model family. Subclasses fill in the abstract parts; ``load`` is shared."""
+
+    name: ClassVar[str]
+    pipeline: ClassVar[str]
+    presets: ClassVar[Mapping[str, Preset]]
+    default_preset: ClassVar[str]
+
+    def load(self, preset: str | None = None, weights: Path | None = None) -> LoadedModel:
+        """The reference model from a local weights folder, or a preset's fixed-seed random init."""
+        from trtdeploy.models.weights import load_weights_folder, state_dict_sha256
+
+        if weights is not None:
+            if preset is not None:
+                raise ArtifactError(
+                    "give either a preset or a weights folder, not both: the folder's config.json "
+                    "defines the architecture."
+                )
+            model = load_weights_folder(weights, self.model_class(), self.config_model_types())
+            name = "weights"
+            source = {"source": "folder", "folder": Path(weights).name}
+        else:
+            name = preset or self.default_preset
+            if name not in self.presets:
+                raise ArtifactError(
+                    f"{self.name} has no preset {name!r}; choose one of {sorted(self.presets)} "
+                    "or pass a weights folder."
+                )
+            spec = self.presets[name]
+            torch.manual_seed(spec.seed)
+            model = self.model_class()(spec.config())
+            source = {"source": "preset", "seed": str(spec.seed)}
+        model.eval()
+        return LoadedModel(self, name, model, {**source, "sha256": state_dict_sha256(model)})
+
+    @abc.abstractmethod
+    def model_class(self) -> type: ...
+
+    @abc.abstractmethod
+    def config_model_types(self) -> set[str]:
+        """The ``model_type`` values a weights folder's config.json may declare."""
+
+    @abc.abstractmethod
+    def components(self, model: torch.nn.Module) -> tuple[Component, ...]: ...
+
+    @abc.abstractmethod
+    def write_assets(self, loaded: LoadedModel, writer: BundleWriter) -> dict[str, str]:
+        """Write run-time assets (tokenizer, pipeline.json) and return role -> relative path."""
+
+    @abc.abstractmethod
+    def reference_inputs(
+        self, loaded: LoadedModel, writer: BundleWriter, assets: Mapping[str, str]
+    ) -> dict[str, Feeds]:
+        """Held-out real inputs per component, prepared with the bundle's own run-time assets."""
+
+    @abc.abstractmethod
+    def budget(self, precision: str) -> Budget: ...

@@ -1,0 +1,23 @@
+"""The PyTorch reference behind the same Engine interface as ONNX Runtime and TensorRT."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trtdeploy.models.recipe import Component
+from trtdeploy.runtime.engine import Engine
+
+
+class TorchEngine(Engine):
+    """Runs a component's export wrapper in eager PyTorch (FP32), in inference mode."""
+
+    def __init__(self, component: Component, model: torch.nn.Module) -> None:
+        super().__init__(component.name, component.io)
+        self.module = component.wrapper(model).eval()
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            result = self.module(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        values = result if isinstance(result, tuple) else (result,)
+        return {name: v.numpy() for name, v in zip(self.io.output_names, values, strict=True)}

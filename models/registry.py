@@ -1,0 +1,15 @@
+"""Every model trtdeploy can build, listed explicitly. Tests are parametrized over this list."""
+
+from __future__ import annotations
+
+from trtdeploy.models.clip import RECIPE as CLIP
+from trtdeploy.models.recipe import Recipe
+from trtdeploy.runtime.errors import ArtifactError
+
+RECIPES: dict[str, Recipe] = {"clip": CLIP}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ArtifactError(f"unknown model {name!r}; trtdeploy builds {sorted(RECIPES)}.")
+    return RECIPES[name]
