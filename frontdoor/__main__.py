@@ -1,0 +1,3 @@
+from trtdeploy.cli import main
+
+raise SystemExit(main())
