@@ -1,0 +1,77 @@
+"""The trtdeploy command: each subcommand, and exit codes that say what kind of failure happened."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trtdeploy.build import BuildResult
+from trtdeploy.calibration.images import EVALUATION_IMAGES
+from trtdeploy.cli import main
+
+
+def test_models_lists_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "clip-vit-base-patch32" in out and "tiny" in out
+
+
+def test_info_and_verify(tiny_clip: BuildResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(tiny_clip.bundle)]) == 0
+    assert "pixel_values" in capsys.readouterr().out
+    report = tmp_path / "report.json"
+    assert main(["verify", str(tiny_clip.bundle), "--report", str(report)]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert json.loads(report.read_text())["passed"] is True
+
+
+def test_run_zero_shot(tiny_clip: BuildResult, capsys: pytest.CaptureFixture[str]) -> None:
+    image = str(EVALUATION_IMAGES[0].path())
+    assert main(["run", str(tiny_clip.bundle), "--image", image, "--labels", "a cat, a dog,a car"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    probs = [float(line.split("%")[0]) for line in lines]
+    assert len(probs) == 3 and abs(sum(probs) - 100) < 0.1 and probs == sorted(probs, reverse=True)
+
+
+def test_exit_codes(tiny_clip_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(tmp_path / "missing")]) == 3
+    assert main(["build", "resnet"]) == 3
+    assert (
+        main(["build", "clip", "--preset", "tiny", "--precision", "int3", "--out", str(tmp_path / "x")]) == 4
+    )
+    (tiny_clip_copy / "vision.onnx").write_bytes(b"not onnx")
+    assert main(["info", str(tiny_clip_copy)]) == 3
+    assert "changed after the build" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["build"])
+    assert info.value.code == 2
+
+
+def test_bench_prints_ratio(
+    tiny_clip: BuildResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    args = [
+        "bench",
+        str(tiny_clip.bundle),
+        "--component",
+        "vision",
+        "--batch",
+        "1,2",
+        "--iterations",
+        "2",
+        "--blocks",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    ]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "| vision | 1 |" in text and "| vision | 2 |" in text and "×" in text
+    rows = json.loads(out.read_text())
+    assert [r["batch"] for r in rows] == [1, 2]
+    assert all(r["engine"]["n"] == 4 and r["pytorch_eager"]["n"] == 4 and r["ratio_p50"] > 0 for r in rows)

@@ -1,0 +1,50 @@
+"""The comparator: numbers per output, NaN and shape mismatches always fail."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trtdeploy.runtime.compare import Budget, Tolerance, compare_output, compare_outputs
+
+TOL = Tolerance(cosine_min=0.999, atol=1e-3, rtol=1e-2, max_outside=0.0)
+
+
+def test_identical_outputs_pass_with_exact_figures() -> None:
+    x = np.linspace(-1, 1, 100, dtype=np.float32)
+    r = compare_output("c", "o", x, x.copy(), TOL)
+    assert r.passed and r.cosine == 1.0 and r.max_abs == 0.0 and r.outside_fraction == 0.0
+
+
+def test_outside_fraction_counts_atol_plus_rtol() -> None:
+    ref = np.ones(10, np.float32)
+    got = ref.copy()
+    got[:3] += 0.02  # beyond 1e-3 + 1e-2 * 1
+    got[3] += 0.005  # within
+    r = compare_output("c", "o", ref, got, TOL)
+    assert r.outside_fraction == 0.3
+    assert not r.passed and "30.00% of elements outside" in r.failures[0]
+    assert abs(r.max_abs - 0.02) < 1e-6
+
+
+def test_nan_fails_even_with_loose_tolerance() -> None:
+    ref = np.ones(4, np.float32)
+    got = np.array([1, 1, np.nan, 1], np.float32)
+    loose = Tolerance(cosine_min=-1.0, atol=1e9, rtol=1e9, max_outside=1.0)
+    r = compare_output("c", "o", ref, got, loose)
+    assert not r.passed and "1 NaN/Inf values" in r.failures
+
+
+def test_shape_mismatch_and_missing_output_fail() -> None:
+    budget = Budget({"*": TOL})
+    results = compare_outputs("c", {"a": np.ones(3), "b": np.ones(2)}, {"a": np.ones(4)}, budget)
+    assert [r.passed for r in results] == [False, False]
+    assert "shape (4,) != reference shape (3,)" in results[0].failures[0]
+    assert results[1].failures == ["output missing"]
+
+
+def test_budget_lookup_prefers_the_specific_key_and_round_trips() -> None:
+    special = Tolerance(0.5, 1.0, 1.0, 0.5)
+    budget = Budget({"*": TOL, "text/embeds": special}, {"top1": 0.9})
+    assert budget.tolerance_for("text", "embeds") == special
+    assert budget.tolerance_for("vision", "embeds") == TOL
+    assert Budget.from_json(budget.to_json()) == budget

@@ -1,0 +1,62 @@
+"""The export checks can fail: a fixed dynamic dim and a graph that disagrees with PyTorch are caught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from trtdeploy.build import BuildResult
+from trtdeploy.export.onnx_export import check_exported_graph
+from trtdeploy.export.parity import ExportParity
+from trtdeploy.models.clip import RECIPE
+from trtdeploy.runtime.errors import ExportError
+from trtdeploy.runtime.specs import DimRange, IOSpec, TensorSpec
+
+SPEC = IOSpec(
+    inputs=(TensorSpec("x", "float32", ("batch", 4)),),
+    outputs=(TensorSpec("y", "float32", ("batch", 4)),),
+    dims={"batch": DimRange(1, 2, 8)},
+)
+
+
+def identity_graph(path: Path, batch: int | str) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+def test_symbolic_batch_passes(tmp_path: Path) -> None:
+    check_exported_graph(identity_graph(tmp_path / "ok.onnx", "batch"), "c", SPEC, 18)
+
+
+def test_batch_fixed_by_the_exporter_is_caught(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"x: axis 0 \(batch\) was fixed to 2 by the exporter"):
+        check_exported_graph(identity_graph(tmp_path / "fixed.onnx", 2), "c", SPEC, 18)
+
+
+def test_low_opset_and_wrong_names_are_caught(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="opset 18, expected at least 20"):
+        check_exported_graph(identity_graph(tmp_path / "a.onnx", "batch"), "c", SPEC, 20)
+    renamed = IOSpec(
+        inputs=(TensorSpec("pixels", "float32", ("batch", 4)),), outputs=SPEC.outputs, dims=SPEC.dims
+    )
+    with pytest.raises(ExportError, match="graph inputs are \\['x'\\], expected \\['pixels'\\]"):
+        check_exported_graph(tmp_path / "a.onnx", "c", renamed, 18)
+
+
+@pytest.mark.integration
+def test_parity_catches_a_graph_from_other_weights(tiny_clip: BuildResult) -> None:
+    torch.manual_seed(99)
+    other = RECIPE.model_class()(RECIPE.presets["tiny"].config()).eval()
+    vision = RECIPE.components(other)[0]
+    with pytest.raises(ExportError, match="ONNX Runtime disagrees with PyTorch at sizes \\{'batch': 3\\}"):
+        ExportParity(vision, other)(tiny_clip.bundle / "vision.onnx")
+    loaded = RECIPE.load("tiny")
+    results = ExportParity(RECIPE.components(loaded.model)[0], loaded.model)(tiny_clip.bundle / "vision.onnx")
+    assert all(r.passed for r in results)
