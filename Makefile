@@ -1,5 +1,8 @@
 # trtdeploy: every target bootstraps .venv from pyproject.toml when it is missing or stale.
-#   make engine MODEL=clip [PRESET=...] [PRECISION=fp32] [TARGET=onnxruntime] [WEIGHTS=dir] [OUT=dir]
+#   make engine MODEL=clip [PRESET=...] [PRECISION=fp32] [TARGET=auto] [WEIGHTS=dir] [OUT=dir]
+#                  TARGET=tensorrt without TensorRT or a GPU: the bundle is built and verified, then
+#                  `trtdeploy build` exits 7 (make reports "Error 7" and itself exits 2) after printing
+#                  the `trtdeploy engine` line to run on the device
 #   make test      lint + the test suite (what CI runs)
 #   make lint      ruff + mypy
 #   make bench MODEL=clip [BATCH=1,8]
@@ -11,14 +14,24 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 MODEL     ?= clip
 PRECISION ?= fp32
-TARGET    ?= onnxruntime
+TARGET    ?= auto
 BATCH     ?= 1,8
 OUT       ?= build/$(MODEL)/$(PRECISION)
 # open_clip_torch carries the CLIP BPE vocabulary; only that data file is read, so it is installed
 # without its dependencies (which would pull torchvision and a second torch).
 OPEN_CLIP := open_clip_torch==3.3.0
+# TensorRT's Python API as type stubs (the 10.13 API), so mypy checks the TensorRT modules on machines
+# without TensorRT. The wheel is downloaded without its dependencies (it requires tensorrt itself,
+# which does not install here) and checked against its sha256. It is unpacked into .typecheck/
+# rather than installed: installed, its bare `tensorrt/` folder would import as an empty namespace
+# package and make TensorRT look present. The copy is patched where the generated stub is not
+# valid Python: parameters named `in`, and `channel_axis` without a default after defaulted ones.
+TRT_STUBS_VERSION := 10.13.0.35.1
+TRT_STUBS_WHEEL   := tensorrt_stubs-$(TRT_STUBS_VERSION)-py3-none-any.whl
+TRT_STUBS_SHA256  := 749a36a1f825db0800a82d0dabbf7ef49f3a9edc1e794c9545fb94a551613fea
+TRT_STUBS_STAMP   := .typecheck/.tensorrt-stubs-$(TRT_STUBS_VERSION)
 
-.PHONY: setup engine test lint typecheck-tree bench clean distclean
+.PHONY: setup engine test lint typecheck-tree typecheck-stubs bench clean distclean
 
 setup: $(STAMP)
 
@@ -39,11 +52,27 @@ bench: $(STAMP)
 # mypy resolves modules from folders; the package maps trtdeploy.* onto top-level folders, so lint
 # type-checks a generated tree of links that mirrors the import names.
 typecheck-tree:
-	@rm -rf .typecheck && mkdir -p .typecheck/trtdeploy
+	@rm -rf .typecheck/trtdeploy && mkdir -p .typecheck/trtdeploy
 	@for f in frontdoor/*.py; do ln -s ../../$$f .typecheck/trtdeploy/; done
 	@for d in models export calibration runtime; do ln -s ../../$$d .typecheck/trtdeploy/$$d; done
 
-lint: $(STAMP) typecheck-tree
+typecheck-stubs: $(TRT_STUBS_STAMP)
+
+$(TRT_STUBS_STAMP): $(STAMP) Makefile
+	@rm -rf .typecheck/tensorrt .typecheck/tensorrt_bindings .typecheck/.tensorrt-stubs-* .typecheck/download
+	$(BIN)/python -m pip download --quiet --no-deps --dest .typecheck/download \
+		tensorrt-stubs==$(TRT_STUBS_VERSION)
+	$(BIN)/python -c "import hashlib, sys; d = hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest(); \
+		sys.exit(0 if d == sys.argv[2] else f'{sys.argv[1]}: sha256 {d}, expected {sys.argv[2]}')" \
+		.typecheck/download/$(TRT_STUBS_WHEEL) $(TRT_STUBS_SHA256)
+	$(BIN)/python -m zipfile -e .typecheck/download/$(TRT_STUBS_WHEEL) .typecheck/download/unpacked
+	cp -R .typecheck/download/unpacked/tensorrt .typecheck/download/unpacked/tensorrt_bindings .typecheck/
+	sed -i.orig -e 's/(in: /(in_: /g' -e 's/, in: /, in_: /g' \
+		-e 's/, channel_axis: int)/, channel_axis: int = ...)/' .typecheck/tensorrt_bindings/tensorrt.pyi
+	@rm -rf .typecheck/download .typecheck/tensorrt_bindings/tensorrt.pyi.orig
+	@touch $@
+
+lint: $(STAMP) typecheck-tree typecheck-stubs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p trtdeploy

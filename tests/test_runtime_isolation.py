@@ -16,6 +16,9 @@ import trtdeploy.runtime.bench
 import trtdeploy.runtime.pipelines
 import trtdeploy.runtime.pipelines.clip
 import trtdeploy.runtime.verify
+import trtdeploy.runtime.engine_cache
+import trtdeploy.runtime.tensorrt_build
+import trtdeploy.runtime.tensorrt_backend
 import trtdeploy.cli
 leaked = sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r} and sys.modules[m] is not None)
 assert not leaked, leaked
