@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from trtdeploy.calibration.data import RawCalibrationData
 from trtdeploy.runtime.bundle import BundleWriter
 from trtdeploy.runtime.compare import Budget
 from trtdeploy.runtime.errors import ArtifactError
@@ -123,6 +124,19 @@ class Recipe(abc.ABC):
         self, loaded: LoadedModel, writer: BundleWriter, assets: Mapping[str, str]
     ) -> dict[str, Feeds]:
         """Held-out real inputs per component, prepared with the bundle's own run-time assets."""
+
+    @abc.abstractmethod
+    def calibration_feeds(
+        self,
+        loaded: LoadedModel,
+        raw: RawCalibrationData,
+        writer: BundleWriter,
+        assets: Mapping[str, str],
+        batch: int,
+    ) -> dict[str, tuple[Feeds, ...]]:
+        """Calibration batches per component from raw images and prompts, through the same
+        preprocessing as the reference inputs. An inner component (a decoder) is fed what its
+        upstream components produce on these inputs in PyTorch, never random tensors."""
 
     @abc.abstractmethod
     def budget(self, precision: str) -> Budget: ...

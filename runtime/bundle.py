@@ -42,10 +42,12 @@ class ComponentEntry:
     """One graph of the bundle and its interface."""
 
     name: str
-    onnx: str
+    onnx: str  # the precision-explicit graph every target can build (TensorRT-bound)
     io: IOSpec
     reference_inputs: str
     reference_outputs: str
+    # A target's own fast form of the same component, e.g. {"onnxruntime": "vision.ort-int8.onnx"}.
+    forms: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,7 @@ class ComponentEntry:
             "io": self.io.to_json(),
             "reference_inputs": self.reference_inputs,
             "reference_outputs": self.reference_outputs,
+            "forms": dict(self.forms),
         }
 
     @classmethod
@@ -64,6 +67,7 @@ class ComponentEntry:
             io=IOSpec.from_json(data["io"]),
             reference_inputs=str(data["reference_inputs"]),
             reference_outputs=str(data["reference_outputs"]),
+            forms={str(k): str(v) for k, v in data.get("forms", {}).items()},
         )
 
 
@@ -181,7 +185,9 @@ class Bundle:
                 f"version {FORMAT_VERSION}. Rebuild the bundle with this version."
             )
         bundle = cls(root, manifest)
-        referenced = [c.onnx for c in manifest.components]
+        referenced = [c.onnx for c in manifest.components] + [
+            f for c in manifest.components for f in c.forms.values()
+        ]
         referenced += [p for c in manifest.components for p in (c.reference_inputs, c.reference_outputs)]
         referenced += list(manifest.assets.values())
         unlisted = sorted(set(referenced) - set(manifest.files))

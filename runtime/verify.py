@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from trtdeploy.runtime.bundle import Bundle, Manifest
 from trtdeploy.runtime.compare import OutputComparison, compare_outputs
 from trtdeploy.runtime.engine import Engine
 from trtdeploy.runtime.errors import VerificationError
+from trtdeploy.runtime.onnxruntime_backend import OrtEngine, OrtSettings
 
 Outputs = dict[str, dict[str, np.ndarray]]  # component -> output name -> array
 
@@ -51,6 +53,7 @@ class VerificationReport:
     target: str
     comparisons: tuple[OutputComparison, ...]
     tasks: tuple[TaskResult, ...]
+    form: str = "graph"  # which file ran: the precision-explicit graph or a target's fast form
 
     @property
     def passed(self) -> bool:
@@ -66,6 +69,7 @@ class VerificationReport:
             "model": self.model,
             "precision": self.precision,
             "target": self.target,
+            "form": self.form,
             "passed": self.passed,
             "outputs": [c.to_json() for c in self.comparisons],
             "tasks": [t.to_json() for t in self.tasks],
@@ -73,7 +77,7 @@ class VerificationReport:
 
     def to_markdown(self) -> str:
         lines = [
-            f"### Verification: {self.model} · {self.precision} · {self.target} · "
+            f"### Verification: {self.model} · {self.precision} · {self.target} ({self.form}) · "
             f"{'PASS' if self.passed else 'FAIL'}",
             "",
             "| component | output | cosine | max abs | outside tol | budget | result |",
@@ -114,20 +118,48 @@ def build_report(
     reference: Outputs,
     actual: Outputs,
     tasks: Sequence[TaskResult],
+    form: str = "graph",
 ) -> VerificationReport:
     comparisons: list[OutputComparison] = []
     for component, ref in reference.items():
         comparisons += compare_outputs(component, ref, actual.get(component, {}), manifest.budget)
-    return VerificationReport(manifest.model, manifest.precision, target, tuple(comparisons), tuple(tasks))
+    return VerificationReport(
+        manifest.model, manifest.precision, target, tuple(comparisons), tuple(tasks), form
+    )
 
 
-def verify_bundle(bundle: Bundle, engines: Mapping[str, Engine], target: str) -> VerificationReport:
-    """Run every component on its reference inputs, compare, and compute the pipeline's task metrics."""
+def verify_outputs(
+    manifest: Manifest, target: str, reference: Outputs, actual: Outputs, form: str = "graph"
+) -> VerificationReport:
+    """Compare outputs and compute the pipeline's task metrics on them."""
     from trtdeploy.runtime.pipelines import pipeline_class
 
+    tasks = pipeline_class(manifest.pipeline).task_metrics(manifest, reference, actual)
+    return build_report(manifest, target, reference, actual, tasks, form)
+
+
+def verify_bundle(
+    bundle: Bundle, engines: Mapping[str, Engine], target: str, form: str = "graph"
+) -> VerificationReport:
+    """Run every component on its reference inputs, compare, and compute the pipeline's task metrics."""
     reference, actual = run_references(bundle, engines)
-    tasks = pipeline_class(bundle.manifest.pipeline).task_metrics(bundle.manifest, reference, actual)
-    return build_report(bundle.manifest, target, reference, actual, tasks)
+    return verify_outputs(bundle.manifest, target, reference, actual, form)
+
+
+def run_graphs(
+    manifest: Manifest,
+    graphs: Mapping[str, Path],
+    inputs: Outputs,
+    reference: Outputs,
+    settings: OrtSettings,
+    form: str = "graph",
+) -> VerificationReport:
+    """Verify ONNX files that are not (yet) a committed bundle, on ONNX Runtime."""
+    actual: Outputs = {}
+    for entry in manifest.components:
+        with OrtEngine(entry.name, graphs[entry.name], entry.io, settings) as engine:
+            actual[entry.name] = engine.run(inputs[entry.name])
+    return verify_outputs(manifest, settings.target, reference, actual, form)
 
 
 def raise_if_failed(report: VerificationReport) -> None:

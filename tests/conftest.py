@@ -1,25 +1,52 @@
-"""Shared fixtures: tiny-preset bundles are built once per session (seconds each)."""
+"""Shared fixtures: tiny-preset bundles are built once per session (seconds each) from one export."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from builders import EMBEDDINGS_ONLY_INT8, build_tiny
 
-from trtdeploy.build import BuildResult, BuildSettings, BundleFromRecipe
+from trtdeploy.build import BuildResult, BuildSettings, ExportedModel, export_model
+from trtdeploy.models.registry import get_recipe
+from trtdeploy.progress import Progress
 
 
 @pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    out = tmp_path_factory.mktemp("bundles") / "clip-tiny" / "fp32"
-    return BundleFromRecipe(BuildSettings(model="clip", preset="tiny", out=out, quiet=True))()
+def bundles_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bundles")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_export(bundles_dir: Path) -> Iterator[ExportedModel]:
+    settings = BuildSettings(model="clip", preset="tiny", out=bundles_dir / "clip-tiny" / "fp32", quiet=True)
+    exported = export_model(settings, get_recipe("clip"), Progress(total=2, quiet=True))
+    yield exported
+    exported.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_export: ExportedModel, bundles_dir: Path) -> BuildResult:
+    return build_tiny(tiny_clip_export, bundles_dir / "clip-tiny" / "fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_int8(tiny_clip_export: ExportedModel, bundles_dir: Path) -> BuildResult:
+    return build_tiny(
+        tiny_clip_export, bundles_dir / "clip-tiny" / "int8", precision="int8", budget=EMBEDDINGS_ONLY_INT8
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_fp16(tiny_clip_export: ExportedModel, bundles_dir: Path) -> BuildResult:
+    return build_tiny(tiny_clip_export, bundles_dir / "clip-tiny" / "fp16", precision="fp16")
 
 
 @pytest.fixture()
 def tiny_clip_copy(tiny_clip: BuildResult, tmp_path: Path) -> Path:
     """A private copy of the tiny CLIP bundle that a test may damage."""
-    import shutil
-
     dest = tmp_path / "bundle"
     shutil.copytree(tiny_clip.bundle, dest)
     return dest

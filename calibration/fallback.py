@@ -1,0 +1,62 @@
+"""Keep the fewest layers out of INT8 that meet the accuracy budget.
+
+Layers are ranked worst first (calibration/sensitivity.py); the search then bisects on how many of
+the worst to keep in FP16, re-evaluating the whole model each time, so it needs about log2(layers)
+evaluations instead of one per layer. It assumes that keeping more layers in FP16 never hurts,
+which holds in practice; the final verification on held-out data checks the result regardless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FallbackSearch:
+    """The outcome: which layers stay in higher precision and every evaluation made on the way."""
+
+    kept_high_precision: list[str]
+    evaluations: list[dict[str, object]] = field(default_factory=list)
+
+
+class BudgetUnreachable(Exception):
+    """Even with every ranked layer in FP16 the budget is missed."""
+
+
+def search_exclusions(
+    ranked: Sequence[str],
+    passes: Callable[[list[str]], tuple[bool, str]],
+    plain: tuple[bool, str] | None = None,
+) -> FallbackSearch:
+    """Smallest prefix of ``ranked`` (worst layers first) whose exclusion makes ``passes`` true.
+
+    ``passes(excluded)`` evaluates the model with those layers kept out of INT8 and returns
+    (met the budget?, a one-line summary for the record); ``plain`` is that result for no
+    exclusions when the caller already has it.
+    """
+    search = FallbackSearch([])
+    if plain is not None:
+        search.evaluations.append({"kept_out_of_int8": 0, "passed": plain[0], "summary": plain[1]})
+
+    def evaluate(count: int) -> bool:
+        ok, summary = passes(list(ranked[:count]))
+        search.evaluations.append({"kept_out_of_int8": count, "passed": ok, "summary": summary})
+        return ok
+
+    if plain[0] if plain is not None else evaluate(0):
+        return search
+    if not evaluate(len(ranked)):
+        raise BudgetUnreachable(
+            f"the budget is missed even with all {len(ranked)} quantized layers kept in FP16: "
+            f"{search.evaluations[-1]['summary']}"
+        )
+    low, high = 0, len(ranked)  # evaluate(low) failed, evaluate(high) passed
+    while high - low > 1:
+        middle = (low + high) // 2
+        if evaluate(middle):
+            high = middle
+        else:
+            low = middle
+    search.kept_high_precision = list(ranked[:high])
+    return search

@@ -1,0 +1,225 @@
+"""Precision in the graph, per component: FP32 as exported, FP16 with FP32 islands, or INT8 Q/DQ
+(with its ONNX Runtime CPU fast form), including calibration, its cache and the INT8 fallback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from trtdeploy.calibration.data import CalibrationSet
+from trtdeploy.calibration.fallback import FallbackSearch, search_exclusions
+from trtdeploy.calibration.fp16 import Fp16OnnxFromOnnx, Fp16Result, Fp16Settings
+from trtdeploy.calibration.int8 import (
+    Int8Settings,
+    QdqOnnxFromOnnx,
+    QuantTarget,
+    calibrate,
+    describe_targets,
+    find_targets,
+)
+from trtdeploy.calibration.ort_forms import FORM_NAME, dynamic_int8_form
+from trtdeploy.calibration.sensitivity import rank_by_sensitivity
+from trtdeploy.runtime.bundle import sha256_file
+
+PRECISIONS = ("fp32", "fp16", "int8")
+FP16_STAT_BATCHES = 4  # island detection records every tensor; a few batches show the ranges
+
+# evaluate(graphs by component) -> (met the budget?, one-line summary)
+Evaluate = Callable[[Mapping[str, Path]], tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class PrecisionSettings:
+    precision: str = "fp32"
+    fp16: Fp16Settings = field(default_factory=Fp16Settings)
+    int8: Int8Settings = field(default_factory=Int8Settings)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
+
+
+@dataclass
+class PrecisionOutcome:
+    graphs: dict[str, Path]  # the precision-explicit, TensorRT-bound graph per component
+    fast_forms: dict[str, Path] = field(default_factory=dict)  # ONNX Runtime CPU form per component
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)  # calibration record per component
+    method: dict[str, Any] = field(default_factory=dict)
+
+
+class GraphsForPrecision:
+    """Stage: FP32 graphs per component -> the graphs of one precision, in ``workdir``."""
+
+    def __init__(
+        self,
+        settings: PrecisionSettings,
+        calibration: CalibrationSet | None,
+        weights_sha256: str,
+        cache_dir: Path,
+        evaluate: Evaluate,
+    ) -> None:
+        if settings.precision != "fp32" and calibration is None:
+            raise ValueError(f"{settings.precision} needs calibration data")
+        self.settings = settings
+        self.calibration = calibration
+        self.weights_sha256 = weights_sha256
+        self.cache_dir = cache_dir
+        self.evaluate = evaluate
+
+    def __call__(self, fp32: Mapping[str, Path], workdir: Path) -> PrecisionOutcome:
+        precision = self.settings.precision
+        if precision == "fp32":
+            return PrecisionOutcome(dict(fp32), method={"kind": "fp32"})
+        fp16 = {c: self._fp16(c, path, workdir) for c, path in fp32.items()}
+        fp16_method = {
+            "islands": {c: r.describe() for c, r in fp16.items()},
+            "data_max": self.settings.fp16.data_max,
+            "always_fp32_ops": list(self.settings.fp16.keep_fp32_ops),
+            "tool": "onnxruntime float16 converter, islands chosen by trtdeploy",
+        }
+        if precision == "fp16":
+            return PrecisionOutcome(
+                {c: r.path for c, r in fp16.items()}, method={"kind": "fp16", **fp16_method}
+            )
+        return self._int8(fp32, {c: r.path for c, r in fp16.items()}, workdir, fp16_method)
+
+    def _fp16(self, component: str, fp32_path: Path, workdir: Path) -> Fp16Result:
+        assert self.calibration is not None
+        batches = list(self.calibration.batches(component))[:FP16_STAT_BATCHES]
+        return Fp16OnnxFromOnnx(self.settings.fp16)(fp32_path, batches, workdir / f"{component}.fp16.onnx")
+
+    def _int8(
+        self, fp32: Mapping[str, Path], fp16: Mapping[str, Path], workdir: Path, fp16_method: dict[str, Any]
+    ) -> PrecisionOutcome:
+        assert self.calibration is not None
+        settings = self.settings.int8
+        targets = {
+            c: find_targets(onnx.load(str(p), load_external_data=False), settings) for c, p in fp32.items()
+        }
+        ranges = {c: self._thresholds(c, fp32[c], targets[c]) for c in fp32}
+        thresholds = {c: r["thresholds"] for c, r in ranges.items()}
+
+        def build(excluded: list[str]) -> dict[str, Path]:
+            graphs = {}
+            for c in fp32:
+                kept = [t for t in targets[c] if f"{c}/{t.node}" not in excluded]
+                graphs[c] = QdqOnnxFromOnnx(kept, thresholds[c])(fp16[c], fp32[c], workdir / f"{c}.int8.onnx")
+            return graphs
+
+        ranking: list[tuple[str, float]] = []
+
+        def ranked() -> list[tuple[str, float]]:  # costs a pass over every layer: only when needed
+            if not ranking:
+                ranking.extend(self._ranked(fp32, targets, thresholds))
+            return ranking
+
+        def fast(excluded: list[str]) -> dict[str, Path]:
+            return {
+                c: dynamic_int8_form(
+                    fp32[c],
+                    [t.node for t in targets[c] if f"{c}/{t.node}" not in excluded],
+                    workdir / f"{c}.ort-int8.onnx",
+                )
+                for c in fp32
+            }
+
+        search = self._search(build, ranked)
+        excluded = search.kept_high_precision
+        graphs = build(excluded)
+        # The fast form quantizes differently (per call, per tensor), so it is held to the budget on
+        # its own, starting from the graph's exclusions.
+        fast_search = self._search(lambda more: fast(sorted({*excluded, *more})), ranked)
+        fast_forms = fast(sorted({*excluded, *fast_search.kept_high_precision}))
+        method = {
+            "kind": "int8",
+            "scheme": "INT8 symmetric, zero point 0; weights per output channel; activations per tensor; "
+            "inputs of MatMul/Gemm/Conv/ConvTranspose; rest FP16 with FP32 islands",
+            "calibration": {
+                **self.calibration.describe(),
+                "method": settings.method,
+                "percentile": settings.percentile,
+            },
+            "quantized": {
+                c: describe_targets([t for t in targets[c] if f"{c}/{t.node}" not in excluded]) for c in fp32
+            },
+            "excluded_by_user": {
+                "nodes": list(settings.exclude_nodes),
+                "op_types": list(settings.exclude_op_types),
+            },
+            "fallback": {
+                "kept_in_fp16": excluded,
+                "evaluations": search.evaluations,
+                "sensitivity_top": [{"layer": n, "local_error": round(e, 6)} for n, e in ranking[:10]],
+            },
+            "fp16_rest": fp16_method,
+            "fast_form": FORM_NAME,
+            "fast_form_fallback": {
+                "kept_in_fp32": sorted({*excluded, *fast_search.kept_high_precision}),
+                "evaluations": fast_search.evaluations,
+            },
+        }
+        return PrecisionOutcome(graphs, fast_forms, ranges, method)
+
+    def _search(
+        self, build: Callable[[list[str]], dict[str, Path]], ranked: Callable[[], list[tuple[str, float]]]
+    ) -> FallbackSearch:
+        """Plain INT8 first; only if it misses the budget, rank the layers and bisect."""
+        plain = self.evaluate(build([]))
+        names = [] if plain[0] else [name for name, _ in ranked()]
+        return search_exclusions(names, lambda excluded: self.evaluate(build(excluded)), plain=plain)
+
+    def _ranked(
+        self,
+        fp32: Mapping[str, Path],
+        targets: Mapping[str, list[QuantTarget]],
+        thresholds: Mapping[str, Mapping[str, float]],
+    ) -> list[tuple[str, float]]:
+        """Every quantized layer of every component, worst local INT8 error first."""
+        assert self.calibration is not None
+        scored = []
+        for c, path in fp32.items():
+            batch = next(self.calibration.batches(c))
+            scored += [
+                (f"{c}/{t.node}", e) for t, e in rank_by_sensitivity(path, targets[c], thresholds[c], batch)
+            ]
+        return sorted(scored, key=lambda item: -item[1])
+
+    def _thresholds(self, component: str, fp32_path: Path, targets: list[QuantTarget]) -> dict[str, Any]:
+        """Calibrated thresholds, from the cache when the same weights, graph, data and method
+        were calibrated before (same inputs give byte-identical scales either way)."""
+        assert self.calibration is not None
+        settings = self.settings.int8
+        key_fields = {
+            "weights_sha256": self.weights_sha256,
+            "onnx_sha256": sha256_file(fp32_path),
+            "calibration_sha256": self.calibration.sha256(component),
+            "method": settings.method,
+            "percentile": settings.percentile,
+            "tensors": sorted({t.activation for t in targets}),
+        }
+        key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
+        cache = self.cache_dir / f"{component}-{key[:24]}.json"
+        if cache.is_file():
+            record = json.loads(cache.read_text(encoding="utf-8"))
+            if record.get("key") == key:
+                return dict(record, reused=True)
+        thresholds = calibrate(fp32_path, targets, self.calibration.batches(component), settings)
+        record = {"key": key, "key_fields": key_fields, "thresholds": thresholds}
+        _write_atomic(cache, json.dumps(record, indent=1, sort_keys=True))
+        return dict(record, reused=False)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
