@@ -20,16 +20,6 @@ from trtdeploy.calibration.data import Feeds
 HISTOGRAM_BINS = 2048
 
 
-def float_tensors(model: onnx.ModelProto) -> list[str]:
-    """Names of every float32 tensor produced by a node (shape inference supplies the types)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {
-        v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output)
-    }
-    produced = [out for node in model.graph.node for out in node.output if out]
-    return [name for name in produced if types.get(name) == onnx.TensorProto.FLOAT]
-
-
 class ActivationRecorder:
     """An ONNX Runtime session over a copy of the graph that also outputs the named tensors."""
 

@@ -15,24 +15,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from trtdeploy.calibration.graph_types import tensor_types
 from trtdeploy.runtime.errors import ExportError
 
 WEIGHT_AXIS = {("MatMul", 1): 1, ("Gemm", 1): None, ("Conv", 1): 0, ("ConvTranspose", 1): 1}
 
 
-def _types(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {
-        v.name: v.type.tensor_type.elem_type
-        for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
-    }
-    types.update({i.name: i.data_type for i in model.graph.initializer})
-    return types
-
-
 def check_fp16_graph(model: onnx.ModelProto, component: str) -> dict[str, int]:
     """Raise ExportError if the FP16 contract is broken; return node counts by compute type."""
-    types = _types(model)
+    types = tensor_types(model)
     problems = []
     for value in (*model.graph.input, *model.graph.output):
         elem = value.type.tensor_type.elem_type
@@ -62,7 +53,7 @@ def check_fp16_graph(model: onnx.ModelProto, component: str) -> dict[str, int]:
 def check_qdq_graph(model: onnx.ModelProto, component: str) -> dict[str, int]:
     """Raise ExportError listing every Q/DQ that TensorRT would reject or misread."""
     inits = {i.name: i for i in model.graph.initializer}
-    types = _types(model)
+    types = tensor_types(model)
     outputs = {o.name for o in model.graph.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:

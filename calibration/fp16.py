@@ -22,8 +22,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from trtdeploy.calibration.activations import ActivationRecorder, absmax, float_tensors
+from trtdeploy.calibration.activations import ActivationRecorder, absmax
 from trtdeploy.calibration.data import Feeds
+from trtdeploy.calibration.graph_types import float_tensors
 
 FP16_MAX = 65504.0
 ALWAYS_FP32_OPS = ("LayerNormalization",)

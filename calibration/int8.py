@@ -26,11 +26,15 @@ from onnx import helper, numpy_helper
 
 from trtdeploy.calibration.activations import HISTOGRAM_BINS, ActivationRecorder, absmax, histograms
 from trtdeploy.calibration.data import Feeds
+from trtdeploy.calibration.graph_types import tensor_types
 from trtdeploy.calibration.ranges import METHODS, threshold
 
 QUANTIZABLE = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 QDQ_OPSET = 19
-_NP_TYPES: dict[int, type[np.floating[Any]]] = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16}
+_NP_TYPES: dict[int, type[np.floating[Any]]] = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+}
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class QdqOnnxFromOnnx:
         model = onnx.load(str(fp16_path))
         fp32_weights = {i.name: i for i in onnx.load(str(fp32_path)).graph.initializer}
         _bump_opset(model)
-        types = _tensor_types(model)
+        types = tensor_types(model)
         producers = {o: n for n in model.graph.node for o in n.output}
         nodes = {n.name: n for n in model.graph.node}
         inserted: dict[str, list[onnx.NodeProto]] = {}  # target node name -> Q/DQ nodes to put before it
@@ -162,16 +166,6 @@ def _bump_opset(model: onnx.ModelProto) -> None:
                     f"Q/DQ needs an opset-17+ graph to move to opset {QDQ_OPSET}, got {opset.version}"
                 )
             opset.version = max(opset.version, QDQ_OPSET)
-
-
-def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    found = {
-        v.name: v.type.tensor_type.elem_type
-        for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
-    }
-    found.update({i.name: i.data_type for i in model.graph.initializer})
-    return found
 
 
 def _calibrated_name(name: str, producers: Mapping[str, onnx.NodeProto], known: Mapping[str, float]) -> str:

@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 from trtdeploy.build import BuildResult, ExportedModel
 from trtdeploy.calibration.checks import check_fp16_graph, check_qdq_graph
 from trtdeploy.calibration.data import CalibrationSet, CalibrationSettings, raw_calibration_data
+from trtdeploy.calibration.graph_types import tensor_types
 from trtdeploy.calibration.int8 import Int8Settings, QdqOnnxFromOnnx, calibrate, find_targets
 from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.compare import Budget, Tolerance
@@ -25,20 +26,10 @@ from trtdeploy.runtime.verify import verify_bundle
 pytestmark = pytest.mark.integration
 
 
-def elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {
-        v.name: v.type.tensor_type.elem_type
-        for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
-    }
-    types.update({i.name: i.data_type for i in model.graph.initializer})
-    return types
-
-
 @pytest.mark.parametrize("component", ["vision", "text"])
 def test_fp16_graph_keeps_fp32_io_and_layernorm(tiny_clip_fp16: BuildResult, component: str) -> None:
     model = onnx.load(str(tiny_clip_fp16.bundle / f"{component}.onnx"))
-    types = elem_types(model)
+    types = tensor_types(model)
     for value in (*model.graph.input, *model.graph.output):
         assert value.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64), (
             value.name
