@@ -5,7 +5,12 @@
 #                  the `trtdeploy engine` line to run on the device
 #   make test      lint + the test suite (what CI runs)
 #   make lint      ruff + mypy
-#   make bench MODEL=clip [BATCH=1,8]
+#   make bench MODEL=clip [PRECISION=...] [BATCH=1,8]    JSON, Markdown, PNG in build/bench/
+#   make bench MODEL=clipseg PRECISION=fp32 PROMPTS=1,3,8  segment one image with P prompts vs eager
+#   make regress [MODEL=clip PRECISION=fp32]              fresh build + bench vs baselines/ (exit 8 on regression)
+#   make baseline MODEL=clip PRECISION=fp32 [RUNS=3]      record a baseline for this machine class
+#   make tiny-models [TINY_OUT=build/tiny-models]        retrain the shapes models, check the committed figures
+#                  (TINY_OUT=models/weights replaces the committed folders instead)
 #   make clean     remove build outputs (make distclean also removes .venv)
 
 PYTHON    ?= python3
@@ -31,7 +36,7 @@ TRT_STUBS_WHEEL   := tensorrt_stubs-$(TRT_STUBS_VERSION)-py3-none-any.whl
 TRT_STUBS_SHA256  := 749a36a1f825db0800a82d0dabbf7ef49f3a9edc1e794c9545fb94a551613fea
 TRT_STUBS_STAMP   := .typecheck/.tensorrt-stubs-$(TRT_STUBS_VERSION)
 
-.PHONY: setup engine test lint typecheck-tree typecheck-stubs bench clean distclean
+.PHONY: setup engine test lint typecheck-tree typecheck-stubs bench regress baseline tiny-models clean distclean
 
 setup: $(STAMP)
 
@@ -46,8 +51,25 @@ engine: $(STAMP)
 	$(BIN)/trtdeploy build $(MODEL) --precision $(PRECISION) --target $(TARGET) --out $(OUT) \
 		$(if $(PRESET),--preset $(PRESET)) $(if $(WEIGHTS),--weights $(WEIGHTS))
 
+# bench: every bundle of MODEL under build/MODEL/ (fp32, fp16, int8), or the PRECISION named on the
+# command line; writes JSON, Markdown and a PNG to build/bench/.
+BENCH_BUNDLES = $(if $(filter command line environment,$(origin PRECISION)),$(OUT),$(wildcard $(addprefix build/$(MODEL)/,fp32 fp16 int8)))
 bench: $(STAMP)
-	$(BIN)/trtdeploy bench $(OUT) --batch $(BATCH) --target $(TARGET) $(if $(WEIGHTS),--weights $(WEIGHTS))
+	@test -n "$(BENCH_BUNDLES)" || { echo "no bundle under build/$(MODEL)/; run: make engine MODEL=$(MODEL)"; exit 3; }
+	$(BIN)/trtdeploy bench $(BENCH_BUNDLES) --batch $(BATCH) --target $(TARGET) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+		$(if $(PROMPTS),--prompts $(PROMPTS))
+
+# regress: rebuild and benchmark every configuration with a baseline for this machine class
+# (or MODEL/PRECISION named on the command line) and compare; exits 8 on a regression.
+regress: $(STAMP)
+	$(BIN)/trtdeploy regress $(if $(filter command line environment,$(origin MODEL)),$(MODEL) --precision $(PRECISION) \
+		$(if $(PRESET),--preset $(PRESET)))
+
+# baseline: record (overwrite, deliberately) the baseline of MODEL/PRECISION from RUNS runs.
+RUNS ?= 3
+baseline: $(STAMP)
+	$(BIN)/trtdeploy regress $(MODEL) --precision $(PRECISION) $(if $(PRESET),--preset $(PRESET)) \
+		--batch $(BATCH) --write-baseline --runs $(RUNS)
 
 # mypy resolves modules from folders; the package maps trtdeploy.* onto top-level folders, so lint
 # type-checks a generated tree of links that mirrors the import names.
@@ -79,6 +101,16 @@ lint: $(STAMP) typecheck-tree typecheck-stubs
 
 test: lint
 	$(BIN)/pytest -q
+
+# tiny-models: train the three shapes models from scratch (CLIP first: CLIPSeg starts from it), each
+# scored on the evaluation split, then compare with the committed models/weights/ figures.
+TINY_OUT    ?= build/tiny-models
+TINY_MODELS := $(VENV)/bin/python -m trtdeploy.models.shapes
+tiny-models: $(STAMP)
+	$(TINY_MODELS) train clip --out $(TINY_OUT)/clip-shapes-tiny
+	$(TINY_MODELS) train clipseg --out $(TINY_OUT)/clipseg-shapes-tiny --clip $(TINY_OUT)/clip-shapes-tiny
+	$(TINY_MODELS) train florence2 --out $(TINY_OUT)/florence2-shapes-tiny
+	$(if $(filter models/weights models/weights/,$(TINY_OUT)),,$(TINY_MODELS) compare $(TINY_OUT) models/weights)
 
 clean:
 	rm -rf build .typecheck .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from trtdeploy.calibration.images import CALIBRATION_IMAGES, EVALUATION_IMAGES, load_images
-from trtdeploy.calibration.prompts import CALIBRATION_PROMPTS, EVALUATION_PROMPTS
+from trtdeploy.calibration.prompts import CALIBRATION_PROMPTS, EVALUATION_PROMPTS, SEGMENTATION_PROMPTS
 from trtdeploy.runtime.errors import ArtifactError
 
 Feeds = dict[str, np.ndarray]
@@ -113,7 +113,7 @@ def _folder_prompts(folder: Path) -> list[str]:
     prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
         raise ArtifactError(f"{path} holds no prompts.")
-    overlap = sorted(set(prompts) & set(EVALUATION_PROMPTS))
+    overlap = sorted(set(prompts) & {*EVALUATION_PROMPTS, *SEGMENTATION_PROMPTS})
     if overlap:
         raise ArtifactError(f"{path} repeats evaluation prompts {overlap}; calibration must not see them.")
     return prompts

@@ -17,6 +17,19 @@ EVALUATION_PROMPTS = (
     "a bowl of fresh fruit",
 )
 
+# Segmentation evaluation prompts (CLIPSeg): short names of things that are, or could be, in the
+# evaluation images, as CLIPSeg is prompted; never calibration prompts either.
+SEGMENTATION_PROMPTS = (
+    "a cat",
+    "a coffee cup",
+    "an astronaut",
+    "a rocket",
+    "a motorcycle",
+    "a camera",
+    "a face",
+    "the sky",
+)
+
 CALIBRATION_PROMPTS = (
     "a photo of a horse",
     "a close-up photo of old coins",

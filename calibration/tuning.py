@@ -2,7 +2,8 @@
 
 The held-out evaluation set decides whether a build passes, so it must not also steer which
 layers stay in FP16; candidates are judged on the last calibration batch of every component
-against the FP32 graph's outputs on that batch.
+against the FP32 graph's outputs on that batch (a chained component, fed by others, on what the
+FP32 graphs of those give).
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from trtdeploy.calibration.data import CalibrationSet
 from trtdeploy.runtime.bundle import Manifest
 from trtdeploy.runtime.onnxruntime_backend import OrtEngine, OrtSettings
+from trtdeploy.runtime.pipelines import pipeline_class
 from trtdeploy.runtime.verify import Outputs, run_graphs
 
 
@@ -29,11 +33,20 @@ class TuningEvaluator:
     ) -> None:
         self.manifest = manifest
         self.settings = OrtSettings(target=target, threads=threads)
-        self.inputs: Outputs = {c: list(calibration.batches(c))[-1] for c in fp32_graphs}
-        self.reference: Outputs = {}
-        for component, path in fp32_graphs.items():
-            with OrtEngine(component, path, manifest.component(component).io, self.settings) as engine:
-                self.reference[component] = engine.run(self.inputs[component])
+        pipeline = pipeline_class(manifest.pipeline)
+        recorded = [c for c in fp32_graphs if c not in pipeline.chained]
+        self.inputs: Outputs = {c: list(calibration.batches(c))[-1] for c in recorded}
+        self.reference: Outputs = {c: self._fp32(c, fp32_graphs[c]) for c in recorded}
+        # A chained component (CLIPSeg's decoder) is fed the FP32 outputs of the components that
+        # feed it, as verification feeds it the reference's, so its reference is end to end too.
+        chained = pipeline.chained_feeds(self.reference)
+        for component in pipeline.chained:
+            self.inputs[component] = chained[component]
+            self.reference[component] = self._fp32(component, fp32_graphs[component])
+
+    def _fp32(self, component: str, path: Path) -> dict[str, np.ndarray]:
+        with OrtEngine(component, path, self.manifest.component(component).io, self.settings) as engine:
+            return engine.run(self.inputs[component])
 
     def __call__(self, graphs: Mapping[str, Path]) -> tuple[bool, str]:
         report = run_graphs(self.manifest, graphs, self.inputs, self.reference, self.settings, form="tuning")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import platform
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ from trtdeploy.runtime.bundle import Bundle, BundleWriter, ComponentEntry, Manif
 from trtdeploy.runtime.compare import Budget
 from trtdeploy.runtime.errors import BackendUnavailable, ExportError
 from trtdeploy.runtime.onnxruntime_backend import ORT_TARGETS, OrtSettings
+from trtdeploy.runtime.pipelines import pipeline_class
 from trtdeploy.runtime.targets import DEFAULT_TARGET
 from trtdeploy.runtime.verify import Outputs, VerificationReport, raise_if_failed, run_graphs
 
@@ -122,7 +124,8 @@ def export_model(settings: BuildSettings, recipe: Recipe, progress: Progress) ->
             path = OnnxFromComponent(component, loaded.model, ExportSettings())(
                 Path(scratch.name) / f"{component.name}.fp32.onnx"
             )
-            results = ExportParity(component, loaded.model)(path)
+            # Held to the recipe's FP32 budget: the bounds verification applies to the same graph.
+            results = ExportParity(component, loaded.model, budget=recipe.budget("fp32"))(path)
             progress.note(
                 f"{component.name}: checked at {dict(component.check_sizes)} (traced at "
                 f"{dict(component.trace_sizes)}), max abs {max(r.max_abs for r in results):.2g} vs PyTorch"
@@ -173,7 +176,7 @@ class BundleFromRecipe:
             with progress.step("recording held-out reference inputs and PyTorch outputs"):
                 assets = self.recipe.write_assets(exported.loaded, writer)
                 inputs, reference = self._write_references(exported, writer, assets)
-            manifest = self._manifest(exported, assets)
+            manifest = self._manifest(exported, assets, writer)
             with progress.step(f"making the {s.precision} graphs"):
                 outcome = self._precision(exported, writer, assets, manifest, progress)
                 entries = self._write_graphs(manifest, writer, outcome)
@@ -287,15 +290,24 @@ class BundleFromRecipe:
     def _write_references(
         self, exported: ExportedModel, writer: BundleWriter, assets: dict[str, str]
     ) -> tuple[Outputs, Outputs]:
-        """(inputs, PyTorch outputs) per component on the held-out set, also written to the bundle."""
+        """(inputs, PyTorch outputs) per component on the held-out set, also written to the bundle.
+
+        A chained component (CLIPSeg's decoder) is fed the PyTorch outputs of the components that
+        feed it, so its reference outputs are also the reference of the whole pipeline.
+        """
         inputs = self.recipe.reference_inputs(exported.loaded, writer, assets)
-        outputs: Outputs = {}
-        for component in exported.components:
-            outputs[component.name] = TorchEngine(component, exported.loaded.model).run(
-                inputs[component.name]
-            )
-            writer.write_npz(f"reference/{component.name}.inputs.npz", inputs[component.name])
-            writer.write_npz(f"reference/{component.name}.outputs.npz", outputs[component.name])
+        engines = {c.name: TorchEngine(c, exported.loaded.model) for c in exported.components}
+        pipeline = pipeline_class(self.recipe.pipeline)
+        outputs: Outputs = {
+            name: engine.run(inputs[name]) for name, engine in engines.items() if name not in pipeline.chained
+        }
+        chained = pipeline.chained_feeds(outputs)
+        for name in pipeline.chained:
+            inputs[name] = chained[name]
+            outputs[name] = engines[name].run(inputs[name])
+        for name in engines:
+            writer.write_npz(f"reference/{name}.inputs.npz", inputs[name])
+            writer.write_npz(f"reference/{name}.outputs.npz", outputs[name])
         return inputs, outputs
 
     def _verify(
@@ -320,8 +332,13 @@ class BundleFromRecipe:
         # device will build, checked before any GPU sees them.
         return "onnxruntime" if self.settings.target == "tensorrt" else self.settings.target
 
-    def _manifest(self, exported: ExportedModel, assets: dict[str, str]) -> Manifest:
+    def _manifest(self, exported: ExportedModel, assets: dict[str, str], writer: BundleWriter) -> Manifest:
         precision = self.settings.precision
+        config = (
+            json.loads(writer.path(assets["pipeline"]).read_text(encoding="utf-8"))
+            if "pipeline" in assets
+            else {}
+        )
         return Manifest(
             model=self.recipe.name,
             preset=exported.loaded.preset,
@@ -343,6 +360,7 @@ class BundleFromRecipe:
             assets=assets,
             tools=tool_versions(),
             created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            pipeline_config=config,
         )
 
 

@@ -6,9 +6,12 @@
                                              and verify them against its reference outputs
     trtdeploy lint BUNDLE                    check every graph against TensorRT's operator table
     trtdeploy verify BUNDLE [--target T]     check a bundle's engines against its reference outputs
-    trtdeploy run BUNDLE --image F --labels  run the model's pipeline (CLIP: zero-shot)
+    trtdeploy run BUNDLE --image F --labels  run the model's pipeline (CLIP: zero-shot; CLIPSeg:
+                                             --prompts, masks; --out-dir writes them as PNGs)
     trtdeploy info BUNDLE                    what a bundle holds
-    trtdeploy bench BUNDLE [options]         latency against PyTorch eager, measured in the same run
+    trtdeploy bench BUNDLE... [options]      latency against PyTorch eager, measured in the same run
+                                             (CLIPSeg --prompts 1,3,8: segment one image with P prompts)
+    trtdeploy regress MODEL [options]        rebuild + bench, compared with baselines/ (exit 8 on a regression)
 
 Targets: onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt, or auto (the default): tensorrt
 where TensorRT and a CUDA GPU are present, else onnxruntime.
@@ -16,7 +19,8 @@ where TensorRT and a CUDA GPU are present, else onnxruntime.
 Exit codes: 0 success, 1 unexpected failure, 2 bad input or usage, 3 bad artifact (bundle, weights,
 a TensorRT plan built for another TensorRT/GPU), 4 backend unavailable, 5 export failure (including
 nodes TensorRT's parser does not take), 6 accuracy budget missed, 7 bundle built and verified but its
-TensorRT plans are still to be built on the device (`trtdeploy engine BUNDLE` there).
+TensorRT plans are still to be built on the device (`trtdeploy engine BUNDLE` there), 8 regression
+against a committed baseline.
 """
 
 from __future__ import annotations
@@ -26,13 +30,21 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trtdeploy.runtime.errors import TrtDeployError
 from trtdeploy.runtime.targets import AUTO_TARGET, TARGETS, resolve_target
 
+if TYPE_CHECKING:
+    from trtdeploy.bench import BenchSettings
+    from trtdeploy.build import BuildSettings
+    from trtdeploy.runtime.bundle import Bundle
+
 # Not an error: the bundle is complete and verified; the TensorRT plans can only be built where
 # TensorRT and the GPU that will run them are.
 EXIT_FINISH_ON_DEVICE = 7
+# A fresh run fell outside a committed baseline's tolerance (latency ratio or accuracy).
+EXIT_REGRESSION = 8
 TARGET_CHOICES = (*TARGETS, AUTO_TARGET)
 
 
@@ -115,10 +127,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="also write the report as JSON here")
     p.set_defaults(handler=_verify)
 
-    p = sub.add_parser("run", help="run the model's pipeline on images (CLIP: zero-shot classification)")
+    p = sub.add_parser(
+        "run",
+        help="run the model's pipeline on images (CLIP: zero-shot classification; CLIPSeg: segmentation)",
+    )
     p.add_argument("bundle", type=Path)
     p.add_argument("--image", type=Path, action="append", required=True, help="an image file (repeatable)")
-    p.add_argument("--labels", required=True, help="comma-separated labels, e.g. 'a cat,a dog'")
+    p.add_argument("--labels", help="CLIP: comma-separated labels, e.g. 'a cat,a dog'")
+    p.add_argument("--prompts", help="CLIPSeg: comma-separated prompts, e.g. 'a cat,the sky'")
+    p.add_argument(
+        "--threshold", type=float, help="CLIPSeg: mask threshold on probabilities (default: the bundle's)"
+    )
+    p.add_argument("--out-dir", type=Path, help="CLIPSeg: write each mask as a PNG here")
     p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
     p.set_defaults(handler=_run)
 
@@ -126,17 +146,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=Path)
     p.set_defaults(handler=_info)
 
-    p = sub.add_parser("bench", help="latency of a bundle's components vs PyTorch eager, in the same run")
-    p.add_argument("bundle", type=Path)
-    p.add_argument("--component", action="append", help="component to time (repeatable; default: all)")
-    p.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
-    p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
-    p.add_argument("--threads", type=int, help="threads for both sides (default: all cores)")
-    p.add_argument("--iterations", type=int, default=20, help="timed calls per block (default 20)")
-    p.add_argument("--blocks", type=int, default=4, help="alternating blocks per side (default 4)")
-    p.add_argument("--weights", type=Path, help="the weights folder the bundle was built from, if any")
-    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    p = sub.add_parser("bench", help="latency of bundles' components vs PyTorch eager, in the same run")
+    p.add_argument("bundles", type=Path, nargs="+", help="bundles of one model (e.g. its fp32, fp16, int8)")
+    _add_bench_options(p)
+    p.add_argument(
+        "--prompts",
+        help="CLIPSeg: comma-separated prompt counts, e.g. 1,3,8: segment one image with that many prompts",
+    )
+    p.add_argument(
+        "--out-dir", type=Path, default=Path("build/bench"), help="JSON, Markdown, PNG (default build/bench)"
+    )
     p.set_defaults(handler=_bench)
+
+    p = sub.add_parser("regress", help="rebuild, benchmark and compare with the committed baseline")
+    p.add_argument("model", nargs="?", help="default: every baseline recorded for this machine class")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--preset", help="architecture preset (default: the model's full-size one)")
+    _add_bench_options(p)
+    p.add_argument(
+        "--baselines", type=Path, default=Path("baselines"), help="baseline folder (default baselines)"
+    )
+    p.add_argument("--bundle", type=Path, help="use this bundle instead of rebuilding one")
+    p.add_argument("--runs", type=int, default=3, help="with --write-baseline: benchmark runs (default 3)")
+    p.add_argument("--write-baseline", action="store_true", help="record a new baseline instead of comparing")
+    p.set_defaults(handler=_regress)
     return parser
 
 
@@ -198,10 +231,10 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_all(settings: object) -> int:
+def _build_all(settings: BuildSettings) -> int:
     from trtdeploy.compare_precisions import build_all, rows_to_markdown
 
-    results, rows = build_all(settings)  # type: ignore[arg-type]
+    results, rows = build_all(settings)
     for result in results:
         for report in result.reports:
             print(report.to_markdown())
@@ -317,16 +350,71 @@ def _run(args: argparse.Namespace) -> int:
     from trtdeploy.runtime.pipelines.clip import ClipPipeline
 
     bundle = Bundle.load(args.bundle)
+    if bundle.manifest.pipeline == "clipseg":
+        return _run_clipseg(bundle, args)
     if bundle.manifest.pipeline != "clip":
         raise ArtifactError(f"`trtdeploy run` does not handle the {bundle.manifest.pipeline!r} pipeline yet.")
+    labels = _text_list(
+        args.labels, "--labels", "a CLIP bundle ranks labels, e.g. --labels 'a cat,a dog'", args
+    )
     pipeline = ClipPipeline.from_bundle(bundle, resolve_target(args.target))
-    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     for path in args.image:
         with Image.open(path) as image:
             ranked = pipeline.zero_shot(image.convert("RGB"), labels)
         print(f"{path}:")
         for item in ranked:
             print(f"  {item.probability:7.2%}  {item.label}")
+    return 0
+
+
+def _text_list(value: str | None, option: str, usage: str, args: argparse.Namespace) -> list[str]:
+    """The comma-separated texts of ``option``; refuses it missing or empty, and the other
+    pipeline's options, instead of ignoring them."""
+    from trtdeploy.runtime.errors import InputValidationError
+
+    others = {"--labels": args.labels, "--prompts": args.prompts}
+    others.pop(option)
+    if option == "--labels":
+        others.update({"--threshold": args.threshold, "--out-dir": args.out_dir})
+    given = sorted(name for name, v in others.items() if v is not None)
+    if given:
+        raise InputValidationError(f"{', '.join(given)} do not apply here: {usage}.")
+    texts = [t.strip() for t in (value or "").split(",") if t.strip()]
+    if not texts:
+        raise InputValidationError(f"{option} is missing or empty: {usage}.")
+    return texts
+
+
+def _run_clipseg(bundle: Bundle, args: argparse.Namespace) -> int:
+    """Masks of each image for every prompt: the share of pixels each covers, and PNGs with --out-dir."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from trtdeploy.runtime.pipelines.clipseg import ClipSegPipeline
+
+    prompts = _text_list(
+        args.prompts,
+        "--prompts",
+        "a CLIPSeg bundle segments by prompts, e.g. --prompts 'a cat,the sky'",
+        args,
+    )
+    pipeline = ClipSegPipeline.from_bundle(bundle, resolve_target(args.target))
+    if args.out_dir:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    for path in args.image:
+        with Image.open(path) as image:
+            result = pipeline.segment(image.convert("RGB"), prompts, threshold=args.threshold)
+        print(f"{path}: masks at probability > {result.threshold:g}")
+        for k, (prompt, area) in enumerate(zip(result.prompts, result.areas(), strict=True)):
+            line = f"  {area:7.2%}  {prompt}"
+            if args.out_dir:
+                slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "prompt"
+                out = args.out_dir / f"{Path(path).stem}.{k}.{slug}.png"
+                Image.fromarray(result.masks[k].astype(np.uint8) * 255).save(out)
+                line += f"  -> {out}"
+            print(line)
     return 0
 
 
@@ -350,26 +438,127 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--component", action="append", help="component to time (repeatable; default: all)")
+    p.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
+    p.add_argument("--threads", type=int, help="threads for both sides (default: all cores)")
+    p.add_argument("--iterations", type=int, help="timed calls per block (default 20; with --prompts 3)")
+    p.add_argument("--blocks", type=int, help="alternating blocks per side (default 4; with --prompts 2)")
+    p.add_argument("--weights", type=Path, help="the weights folder the bundle was built from, if any")
+
+
+def _bench_settings(args: argparse.Namespace) -> BenchSettings:
+    from trtdeploy.bench import BenchSettings
+    from trtdeploy.runtime.errors import InputValidationError
+
+    try:
+        batches = tuple(int(b) for b in args.batch.split(","))
+    except ValueError:
+        raise InputValidationError(f"--batch takes comma-separated integers, got {args.batch!r}.") from None
+    return BenchSettings(
+        batches=batches,
+        components=tuple(args.component) if args.component else None,
+        target=resolve_target(args.target),
+        threads=args.threads,
+        iterations=args.iterations if args.iterations is not None else BenchSettings.iterations,
+        blocks=args.blocks if args.blocks is not None else BenchSettings.blocks,
+    )
+
+
 def _bench(args: argparse.Namespace) -> int:
-    from trtdeploy.bench import bench_bundle, rows_to_markdown
+    from trtdeploy.bench import bench_bundle, write_outputs
     from trtdeploy.runtime.bundle import Bundle
 
-    bundle = Bundle.load(args.bundle)
-    batches = [int(b) for b in args.batch.split(",")]
-    components = args.component or [c.name for c in bundle.manifest.components]
-    target = resolve_target(args.target)
-    rows = bench_bundle(
-        bundle,
-        components=components,
-        batches=batches,
-        target=target,
-        threads=args.threads,
-        iterations=args.iterations,
-        blocks=args.blocks,
-        weights=args.weights,
-    )
-    title = f"{bundle.manifest.model} {bundle.manifest.precision} on {target} vs PyTorch eager FP32"
-    print(rows_to_markdown(rows, title))
-    if args.json:
-        args.json.write_text(json.dumps([r.to_json() for r in rows], indent=2) + "\n", encoding="utf-8")
+    if args.prompts:
+        return _bench_segment(args)
+    settings = _bench_settings(args)
+    records = [bench_bundle(Bundle.load(path), settings, weights=args.weights) for path in args.bundles]
+    for record in records:
+        print(record.to_markdown())
+    for path in write_outputs(records, args.out_dir).values():
+        print(f"wrote {path}")
     return 0
+
+
+def _bench_segment(args: argparse.Namespace) -> int:
+    """CLIPSeg: segment one image with each number of prompts, against eager PyTorch."""
+    from trtdeploy.bench_clipseg import bench_segment, rows_to_markdown
+    from trtdeploy.runtime.bundle import Bundle
+    from trtdeploy.runtime.errors import InputValidationError
+
+    try:
+        counts = [int(p) for p in args.prompts.split(",")]
+    except ValueError:
+        raise InputValidationError(f"--prompts takes comma-separated counts, got {args.prompts!r}.") from None
+    if args.component:
+        raise InputValidationError(
+            "--prompts times the whole segmentation pipeline; --component applies to component timing "
+            "(drop --prompts for that)."
+        )
+    target = resolve_target(args.target)
+    timing = {k: v for k, v in (("iterations", args.iterations), ("blocks", args.blocks)) if v is not None}
+    for path in args.bundles:
+        bundle = Bundle.load(path)
+        rows = bench_segment(
+            bundle, counts, target=target, threads=args.threads, weights=args.weights, **timing
+        )
+        title = (
+            f"{bundle.manifest.model} {bundle.manifest.preset} {bundle.manifest.precision} on {target}: "
+            "segment one image with P prompts vs PyTorch eager FP32"
+        )
+        table = rows_to_markdown(rows, title)
+        print(table)
+        stem = args.out_dir / f"{bundle.manifest.model}-{bundle.manifest.precision}-{target}-segment"
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text(
+            json.dumps([r.to_json() for r in rows], indent=2) + "\n", encoding="utf-8"
+        )
+        stem.with_suffix(".md").write_text(table, encoding="utf-8")
+        print(f"wrote {stem.with_suffix('.json')}, {stem.with_suffix('.md')}")
+    return 0
+
+
+def _regress(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from trtdeploy.regress import RegressionRun, recorded_baselines
+    from trtdeploy.runtime.errors import ArtifactError
+
+    settings = _bench_settings(args)
+    if args.model is None:
+        if args.write_baseline:
+            raise ArtifactError(
+                "name the model to record a baseline for: trtdeploy regress MODEL --write-baseline"
+            )
+        runs = [
+            RegressionRun(
+                model=b["model"],
+                precision=b["precision"],
+                preset=b["preset"],
+                baselines=args.baselines,
+                settings=replace(settings, target=b["target"]),
+            )
+            for b in recorded_baselines(args.baselines)
+        ]
+    else:
+        runs = [
+            RegressionRun(
+                model=args.model,
+                precision=args.precision,
+                preset=args.preset,
+                settings=settings,
+                baselines=args.baselines,
+                bundle=args.bundle,
+                weights=args.weights,
+            )
+        ]
+    if args.write_baseline:
+        print(f"baseline written: {runs[0].write_baseline(runs=args.runs)}")
+        return 0
+    passed = True
+    for run in runs:
+        result = run.compare()
+        print(result.to_markdown())
+        passed = passed and result.passed
+    return 0 if passed else EXIT_REGRESSION

@@ -123,7 +123,9 @@ class Recipe(abc.ABC):
     def reference_inputs(
         self, loaded: LoadedModel, writer: BundleWriter, assets: Mapping[str, str]
     ) -> dict[str, Feeds]:
-        """Held-out real inputs per component, prepared with the bundle's own run-time assets."""
+        """Held-out real inputs per component, prepared with the bundle's own run-time assets.
+        A component the pipeline chains (fed by other components) is left out: the build feeds
+        it the reference outputs of the components that feed it."""
 
     @abc.abstractmethod
     def calibration_feeds(

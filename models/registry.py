@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from trtdeploy.models.clip import RECIPE as CLIP
+from trtdeploy.models.clipseg import RECIPE as CLIPSEG
 from trtdeploy.models.recipe import Recipe
 from trtdeploy.runtime.errors import ArtifactError
 
-RECIPES: dict[str, Recipe] = {"clip": CLIP}
+RECIPES: dict[str, Recipe] = {"clip": CLIP, "clipseg": CLIPSEG}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -88,6 +88,9 @@ class Manifest:
     created_utc: str
     files: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # The pipeline's settings (the content of the "pipeline" asset), so verification can read
+    # them from the manifest alone: e.g. CLIP's logit scale for zero-shot probabilities.
+    pipeline_config: Mapping[str, Any] = field(default_factory=dict)
 
     def component(self, name: str) -> ComponentEntry:
         for entry in self.components:
@@ -111,6 +114,7 @@ class Manifest:
             "assets": dict(self.assets),
             "tools": dict(self.tools),
             "created_utc": self.created_utc,
+            "pipeline_config": dict(self.pipeline_config),
             "files": {k: dict(v) for k, v in sorted(self.files.items())},
         }
 
@@ -130,6 +134,7 @@ class Manifest:
             created_utc=str(data["created_utc"]),
             files=dict(data["files"]),
             format_version=int(data["format_version"]),
+            pipeline_config=dict(data.get("pipeline_config", {})),
         )
 
 

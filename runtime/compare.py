@@ -16,25 +16,44 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Tolerance:
-    """What one output must meet. ``max_outside`` is a fraction in [0, 1]."""
+    """What one output must meet. ``max_outside`` is a fraction in [0, 1].
+
+    ``atol_of_max`` reads ``atol`` as a fraction of the reference's largest |value|: for outputs
+    whose scale depends on the weights (random-weight CLIPSeg logits reach thousands, trained ones
+    tens), where float rounding near zero is a share of that scale, not a fixed amount.
+    """
 
     cosine_min: float
     atol: float
     rtol: float
     max_outside: float = 0.0
+    atol_of_max: bool = False
 
-    def to_json(self) -> dict[str, float]:
+    def absolute_atol(self, reference: np.ndarray) -> float:
+        if not self.atol_of_max:
+            return self.atol
+        return self.atol * float(np.max(np.abs(reference))) if reference.size else 0.0
+
+    def describe_atol(self) -> str:
+        return f"{self.atol:g}·max|ref|" if self.atol_of_max else f"{self.atol:g}"
+
+    def to_json(self) -> dict[str, float | bool]:
         return {
             "cosine_min": self.cosine_min,
             "atol": self.atol,
             "rtol": self.rtol,
             "max_outside": self.max_outside,
+            "atol_of_max": self.atol_of_max,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Tolerance:
         return cls(
-            float(data["cosine_min"]), float(data["atol"]), float(data["rtol"]), float(data["max_outside"])
+            float(data["cosine_min"]),
+            float(data["atol"]),
+            float(data["rtol"]),
+            float(data["max_outside"]),
+            bool(data.get("atol_of_max", False)),  # bundles written before the field: absolute
         )
 
 
@@ -92,7 +111,7 @@ class OutputComparison:
             out.append(f"cosine {self.cosine:.6f} < {tol.cosine_min}")
         if not self.outside_fraction <= tol.max_outside:
             out.append(
-                f"{self.outside_fraction:.2%} of elements outside atol {tol.atol:g} + rtol {tol.rtol:g}·|ref| "
+                f"{self.outside_fraction:.2%} of elements outside atol {tol.describe_atol()} + rtol {tol.rtol:g}·|ref| "
                 f"(allowed {tol.max_outside:.2%})"
             )
         return out
@@ -142,7 +161,7 @@ def compare_output(
     norm = float(np.linalg.norm(ref) * np.linalg.norm(got))
     # Two all-zero vectors are identical; one all-zero vector against a non-zero one is not.
     cosine = float(np.dot(ref, got) / norm) if norm > 0 else float(np.array_equal(ref, got))
-    outside = diff > tol.atol + tol.rtol * np.abs(ref)
+    outside = diff > tol.absolute_atol(ref) + tol.rtol * np.abs(ref)
     return OutputComparison(
         component=component,
         output=output,

@@ -7,7 +7,7 @@ every output and metric; a miss raises VerificationError naming each failing one
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,9 @@ class VerificationReport:
         ]
         for c in self.comparisons:
             t = c.tolerance
-            budget = f"cos ≥ {t.cosine_min}, ≤ {t.max_outside:.1%} outside {t.atol:g}+{t.rtol:g}·|ref|"
+            budget = (
+                f"cos ≥ {t.cosine_min}, ≤ {t.max_outside:.1%} outside {t.describe_atol()}+{t.rtol:g}·|ref|"
+            )
             result = "pass" if c.passed else "FAIL: " + "; ".join(c.failures)
             lines.append(
                 f"| {c.component} | {c.output} | {c.cosine:.6f} | {c.max_abs:.3g} | "
@@ -102,14 +104,37 @@ class VerificationReport:
 
 
 def run_references(bundle: Bundle, engines: Mapping[str, Engine]) -> tuple[Outputs, Outputs]:
-    """(reference outputs, engine outputs) for every component, on the bundle's held-out inputs."""
+    """(reference outputs, engine outputs) for every component, on the bundle's held-out inputs;
+    the engine outputs also hold the chained components run end to end (see run_end_to_end)."""
     reference: Outputs = {}
     actual: Outputs = {}
     for entry in bundle.manifest.components:
         inputs, outputs = bundle.reference(entry.name)
         reference[entry.name] = outputs
         actual[entry.name] = engines[entry.name].run(inputs)
+    actual.update(run_end_to_end(bundle.manifest, actual, lambda name, feeds: engines[name].run(feeds)))
     return reference, actual
+
+
+def end_to_end_key(component: str) -> str:
+    """Where a chained component's end-to-end outputs sit in an Outputs dict."""
+    return f"{component} (end to end)"
+
+
+def run_end_to_end(
+    manifest: Manifest, outputs: Outputs, run: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+) -> Outputs:
+    """The components a pipeline feeds from other components' outputs (CLIPSeg's decoder), run
+    again on the engines' own ``outputs``, keyed by end_to_end_key.
+
+    Each component is also compared alone, on its recorded inputs (the reference outputs of the
+    components that feed it); this second run carries the upstream engines' errors into it, as
+    the deployed pipeline does, for the task metric.
+    """
+    from trtdeploy.runtime.pipelines import pipeline_class
+
+    feeds = pipeline_class(manifest.pipeline).chained_feeds(outputs)
+    return {end_to_end_key(name): run(name, f) for name, f in feeds.items()}
 
 
 def build_report(
@@ -155,10 +180,15 @@ def run_graphs(
     form: str = "graph",
 ) -> VerificationReport:
     """Verify ONNX files that are not (yet) a committed bundle, on ONNX Runtime."""
-    actual: Outputs = {}
-    for entry in manifest.components:
-        with OrtEngine(entry.name, graphs[entry.name], entry.io, settings) as engine:
-            actual[entry.name] = engine.run(inputs[entry.name])
+    engines: dict[str, OrtEngine] = {}
+    try:
+        for entry in manifest.components:
+            engines[entry.name] = OrtEngine(entry.name, graphs[entry.name], entry.io, settings)
+        actual: Outputs = {name: engine.run(inputs[name]) for name, engine in engines.items()}
+        actual.update(run_end_to_end(manifest, actual, lambda name, feeds: engines[name].run(feeds)))
+    finally:
+        for engine in engines.values():
+            engine.close()
     return verify_outputs(manifest, settings.target, reference, actual, form)
 
 

@@ -19,7 +19,7 @@ EMBEDDINGS_ONLY_INT8 = Budget({"*": Tolerance(cosine_min=0.99, atol=0.1, rtol=0.
 
 def build_tiny(exported: ExportedModel, out: Path, **changes: object) -> BuildResult:
     settings = BuildSettings(
-        model="clip",
+        model=exported.loaded.recipe.name,
         preset="tiny",
         out=out,
         quiet=True,
@@ -27,3 +27,20 @@ def build_tiny(exported: ExportedModel, out: Path, **changes: object) -> BuildRe
         **changes,  # type: ignore[arg-type]
     )
     return BundleFromRecipe(settings, exported)()
+
+
+def clipseg_tiny_int8_budget() -> Budget:
+    """The recipe's INT8 budget with looser bounds on the encoders' outputs.
+
+    Tiny CLIPSeg's text tower is 32 wide with 16-wide embeddings, and the segmentation prompts are
+    short ("a cat"), so ONNX Runtime's dynamic INT8 form (activations quantized per tensor, per
+    call) leaves its embeddings at cosine 0.96 with about 10% of elements past 0.3 + 0.3·|ref|;
+    the full-size tower (512-wide embeddings) keeps cosine 0.999 and 0.4% outside 0.1 + 0.1·|ref|
+    under the recipe's budget. The decoder's logits bound and the acceptance mask IoU (0.90), which
+    the tiny bundles meet at 0.95 end to end, are the recipe's own.
+    """
+    from trtdeploy.models.clipseg import BUDGETS
+
+    recipe = BUDGETS["int8"]
+    encoders = Tolerance(cosine_min=0.9, atol=0.3, rtol=0.3, max_outside=0.2)
+    return Budget({**recipe.outputs, "*": encoders}, recipe.tasks)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from builders import EMBEDDINGS_ONLY_INT8, build_tiny
+from builders import EMBEDDINGS_ONLY_INT8, build_tiny, clipseg_tiny_int8_budget
 
 from trtdeploy.build import BuildResult, BuildSettings, ExportedModel, export_model
 from trtdeploy.models.registry import get_recipe
@@ -42,6 +42,35 @@ def tiny_clip_int8(tiny_clip_export: ExportedModel, bundles_dir: Path) -> BuildR
 @pytest.fixture(scope="session")
 def tiny_clip_fp16(tiny_clip_export: ExportedModel, bundles_dir: Path) -> BuildResult:
     return build_tiny(tiny_clip_export, bundles_dir / "clip-tiny" / "fp16", precision="fp16")
+
+
+@pytest.fixture(scope="session")
+def tiny_clipseg_export(bundles_dir: Path) -> Iterator[ExportedModel]:
+    out = bundles_dir / "clipseg-tiny" / "fp32"
+    settings = BuildSettings(model="clipseg", preset="tiny", out=out, quiet=True)
+    exported = export_model(settings, get_recipe("clipseg"), Progress(total=2, quiet=True))
+    yield exported
+    exported.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_clipseg(tiny_clipseg_export: ExportedModel, bundles_dir: Path) -> BuildResult:
+    return build_tiny(tiny_clipseg_export, bundles_dir / "clipseg-tiny" / "fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_clipseg_fp16(tiny_clipseg_export: ExportedModel, bundles_dir: Path) -> BuildResult:
+    return build_tiny(tiny_clipseg_export, bundles_dir / "clipseg-tiny" / "fp16", precision="fp16")
+
+
+@pytest.fixture(scope="session")
+def tiny_clipseg_int8(tiny_clipseg_export: ExportedModel, bundles_dir: Path) -> BuildResult:
+    return build_tiny(
+        tiny_clipseg_export,
+        bundles_dir / "clipseg-tiny" / "int8",
+        precision="int8",
+        budget=clipseg_tiny_int8_budget(),
+    )
 
 
 @pytest.fixture()

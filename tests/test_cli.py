@@ -51,15 +51,12 @@ def test_exit_codes(tiny_clip_copy: Path, tmp_path: Path, capsys: pytest.Capture
         assert info.value.code == 2
 
 
-def test_bench_prints_ratio(
+def test_bench_writes_json_markdown_and_png(
     tiny_clip: BuildResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "bench.json"
     args = [
         "bench",
         str(tiny_clip.bundle),
-        "--component",
-        "vision",
         "--batch",
         "1,2",
         "--iterations",
@@ -68,12 +65,24 @@ def test_bench_prints_ratio(
         "2",
         "--threads",
         "1",
-        "--json",
-        str(out),
+        "--out-dir",
+        str(tmp_path),
     ]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "| vision | 1 |" in text and "| vision | 2 |" in text and "×" in text
-    rows = json.loads(out.read_text())
-    assert [r["batch"] for r in rows] == [1, 2]
-    assert all(r["engine"]["n"] == 4 and r["pytorch_eager"]["n"] == 4 and r["ratio_p50"] > 0 for r in rows)
+    assert "| vision | 1 |" in text and "| text | 2 |" in text and "×" in text
+    record = json.loads((tmp_path / "clip-fp32-onnxruntime.json").read_text())
+    assert [(r["component"], r["batch"]) for r in record["rows"]] == [
+        ("vision", 1),
+        ("vision", 2),
+        ("text", 1),
+        ("text", 2),
+    ]
+    for row in record["rows"]:
+        assert row["engine"]["n"] == 4 and row["pytorch_eager"]["n"] == 4 and len(row["block_ratios"]) == 2
+        assert row["ratio_p50"] == pytest.approx(row["engine"]["p50_ms"] / row["pytorch_eager"]["p50_ms"])
+    assert record["host"]["machine_class"] and record["accuracy"]["passed"] is True
+    assert set(record["first_call"]) == {"vision", "text"}
+    assert (tmp_path / "clip-fp32-onnxruntime.md").is_file()
+    png = (tmp_path / "clip-onnxruntime.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -26,6 +26,23 @@ def test_outside_fraction_counts_atol_plus_rtol() -> None:
     assert abs(r.max_abs - 0.02) < 1e-6
 
 
+def test_atol_of_max_scales_with_the_reference() -> None:
+    """The same rounding error, a fixed share of the output's scale, passes at any scale."""
+    scaled = Tolerance(cosine_min=0.999, atol=1e-4, rtol=0.0, max_outside=0.0, atol_of_max=True)
+    for scale in (1.0, 3000.0):
+        ref = np.linspace(-scale, scale, 101, dtype=np.float64)  # crosses zero
+        got = ref + 5e-5 * scale
+        assert compare_output("c", "o", ref, got, scaled).passed
+        assert not compare_output("c", "o", ref, ref + 2e-4 * scale, scaled).passed
+    fixed = Tolerance(cosine_min=0.999, atol=1e-4, rtol=0.0, max_outside=0.0)
+    assert not compare_output("c", "o", ref, ref + 5e-5 * 3000.0, fixed).passed
+    failure = compare_output("c", "o", ref, ref + 1.0, scaled).failures[0]
+    assert "atol 0.0001·max|ref|" in failure
+    assert Tolerance.from_json(scaled.to_json()) == scaled
+    legacy = {k: v for k, v in fixed.to_json().items() if k != "atol_of_max"}  # a bundle written before
+    assert Tolerance.from_json(legacy) == fixed
+
+
 def test_nan_fails_even_with_loose_tolerance() -> None:
     ref = np.ones(4, np.float32)
     got = np.array([1, 1, np.nan, 1], np.float32)

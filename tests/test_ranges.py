@@ -62,21 +62,17 @@ def test_unreachable_budget_says_so() -> None:
         search_exclusions(["a", "b", "c"], lambda excluded: (False, "nope"))
 
 
-def test_zero_shot_agreement_counts_near_ties_but_not_flips() -> None:
+def test_zero_shot_agreement_counts_probability_ties_but_not_flips() -> None:
     from trtdeploy.runtime.pipelines.clip import zero_shot_agreement
 
     text = np.eye(3, dtype=np.float32)  # prompt j scores image i by its j-th coordinate
-    reference = {
-        "vision": {"image_embeds": np.array([[1.0, 0.9995, 0.0], [1.0, 0.5, 0.0]], np.float32)},
-        "text": {"text_embeds": text},
-    }
-    near_tie = {
-        "vision": {"image_embeds": np.array([[0.9995, 1.0, 0.0], [1.0, 0.5, 0.0]], np.float32)},
-        "text": {"text_embeds": text},
-    }
-    flipped = {
-        "vision": {"image_embeds": np.array([[1.0, 0.9995, 0.0], [0.5, 1.0, 0.0]], np.float32)},
-        "text": {"text_embeds": text},
-    }
-    assert zero_shot_agreement(reference, near_tie)[:2] == (1.0, 0.5)  # tie within 1% of the range
-    assert zero_shot_agreement(reference, flipped)[:2] == (0.5, 0.5)
+
+    def outputs(rows: list[list[float]]) -> dict[str, dict[str, np.ndarray]]:
+        return {"vision": {"image_embeds": np.array(rows, np.float32)}, "text": {"text_embeds": text}}
+
+    # Image 0: prompts 0 and 1 score 1.0 and 0.98, which at scale 100 is a clear choice (88% vs 12%).
+    reference = outputs([[1.0, 0.98, 0.0], [1.0, 0.5, 0.0]])
+    flipped = outputs([[0.98, 1.0, 0.0], [1.0, 0.5, 0.0]])
+    assert zero_shot_agreement(reference, flipped, scale=100.0)[:2] == (0.5, 0.5)
+    # At scale 1 the same scores are near-uniform probabilities: the flip is between tied prompts.
+    assert zero_shot_agreement(reference, flipped, scale=1.0)[:2] == (1.0, 0.5)

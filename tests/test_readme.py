@@ -13,11 +13,15 @@ from trtdeploy.build import BuildResult
 README = Path(__file__).parent.parent / "README.md"
 
 
-def test_readme_python_example_runs(tiny_clip: BuildResult, capsys: pytest.CaptureFixture[str]) -> None:
+def python_examples() -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
-    assert len(blocks) == 1, "the README's Python example moved; update this test"
+    assert len(blocks) == 2, "the README's Python examples moved; update this test"
+    return blocks
+
+
+def test_readme_python_example_runs(tiny_clip: BuildResult, capsys: pytest.CaptureFixture[str]) -> None:
     namespace: dict[str, object] = {}
-    exec(blocks[0].replace('"build/clip/fp32"', repr(str(tiny_clip.bundle))), namespace)
+    exec(python_examples()[0].replace('"build/clip/fp32"', repr(str(tiny_clip.bundle))), namespace)
     ranked = namespace["ranked"]
     assert sum(r.probability for r in ranked) == pytest.approx(1.0)  # type: ignore[attr-defined]
     assert capsys.readouterr().out.split()[0] == ranked[0].label.split()[0]  # type: ignore[index]
@@ -29,3 +33,12 @@ def test_readme_python_example_runs(tiny_clip: BuildResult, capsys: pytest.Captu
 def test_readme_shows_the_two_commands() -> None:
     text = README.read_text(encoding="utf-8")
     assert "make engine MODEL=clip" in text and "make test" in text
+
+
+def test_readme_clipseg_example_runs(tiny_clipseg: BuildResult, capsys: pytest.CaptureFixture[str]) -> None:
+    namespace: dict[str, object] = {}
+    exec(python_examples()[1].replace('"build/clipseg/fp32"', repr(str(tiny_clipseg.bundle))), namespace)
+    result, cats = namespace["result"], namespace["cats"]
+    assert result.masks.shape == (3, 240, 320) and result.prompts[2] == "<image 2>"  # type: ignore[attr-defined]
+    assert cats.probabilities.shape == (2, 240, 320) and cats.threshold == 0.4  # type: ignore[attr-defined]
+    assert capsys.readouterr().out.startswith("(3, 240, 320) [")

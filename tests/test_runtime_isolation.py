@@ -15,6 +15,7 @@ import trtdeploy.runtime
 import trtdeploy.runtime.bench
 import trtdeploy.runtime.pipelines
 import trtdeploy.runtime.pipelines.clip
+import trtdeploy.runtime.pipelines.clipseg
 import trtdeploy.runtime.verify
 import trtdeploy.runtime.engine_cache
 import trtdeploy.runtime.tensorrt_build
@@ -54,3 +55,21 @@ assert main(["verify", {str(tiny_clip.bundle)!r}]) == 0
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "PASS" in done.stdout
+
+
+def test_clipseg_verify_and_run_with_torch_blocked(tiny_clipseg) -> None:  # type: ignore[no-untyped-def]
+    """CLIPSeg's pipeline (mask IoU, chained decoder, segmentation) needs none of them either."""
+    from trtdeploy.calibration.images import EVALUATION_IMAGES
+
+    image = EVALUATION_IMAGES[0].path()
+    script = f"""
+import sys
+for name in {BLOCKED!r}:
+    sys.modules[name] = None
+from trtdeploy.cli import main
+assert main(["verify", {str(tiny_clipseg.bundle)!r}]) == 0
+assert main(["run", {str(tiny_clipseg.bundle)!r}, "--image", {str(image)!r}, "--prompts", "a cat,the sky"]) == 0
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "mask_iou" in done.stdout and "PASS" in done.stdout and "the sky" in done.stdout

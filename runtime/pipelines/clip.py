@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,6 +30,8 @@ class Ranked:
 
 class ClipPipeline:
     """Zero-shot classification and retrieval with a CLIP bundle's ``vision`` and ``text`` engines."""
+
+    chained: ClassVar[tuple[str, ...]] = ()  # both graphs read recorded inputs
 
     def __init__(
         self,
@@ -96,11 +99,17 @@ class ClipPipeline:
         return [(int(i), float(scores[i])) for i in order]
 
     @staticmethod
+    def chained_feeds(outputs: Outputs) -> dict[str, dict[str, np.ndarray]]:
+        """None: neither graph reads the other's outputs."""
+        return {}
+
+    @staticmethod
     def task_metrics(manifest: Manifest, reference: Outputs, actual: Outputs) -> list[TaskResult]:
-        """Zero-shot top-1 agreement: for each held-out image, the engine and the reference pick
-        the same prompt among the held-out prompts."""
+        """Zero-shot top-1 agreement: for each held-out image, the engine picks the prompt the
+        reference picks, up to a tie (see zero_shot_agreement)."""
         minimum = manifest.budget.tasks.get("zero_shot_top1_agreement")
-        agreement, strict, n_images, n_texts = zero_shot_agreement(reference, actual)
+        scale = float(np.exp(manifest.pipeline_config["logit_scale"]))
+        agreement, strict, n_images, n_texts = zero_shot_agreement(reference, actual, scale)
         detail = f"{n_images} images × {n_texts} prompts; strict argmax agreement {strict:.3f}"
         if minimum is None:  # a budget may judge the embeddings alone; the metric is still reported
             return [
@@ -109,23 +118,24 @@ class ClipPipeline:
         return [TaskResult("zero_shot_top1_agreement", agreement, minimum, detail)]
 
 
-# A top-1 pick among scores closer than this share of the row's score range is a tie, not a
-# choice: the engine agrees if its pick is within it of the reference's best. Trained CLIP rows
-# spread widely and are unaffected; random-weight rows have near-equal scores everywhere.
-TIE_SHARE = 0.01
+# Two prompts whose reference zero-shot probabilities differ by less than this are tied: picking
+# either is agreement. A trained CLIP's top-1 leads by far more; a random-weight CLIP scores every
+# prompt almost alike (1/prompts each), so its top-1 is a tie and says nothing about an engine.
+TIE_PROBABILITY = 0.01
 
 
 def zero_shot_agreement(
-    reference: Mapping[str, Mapping[str, np.ndarray]], actual: Outputs
+    reference: Mapping[str, Mapping[str, np.ndarray]], actual: Outputs, scale: float
 ) -> tuple[float, float, int, int]:
-    """(agreement up to near-ties, strict argmax agreement, images, prompts): the fraction of
-    images whose top-1 prompt under the engine's embeddings is the reference's top-1."""
+    """(agreement up to ties, strict argmax agreement, images, prompts): the fraction of images
+    whose top-1 prompt under the engine's embeddings is the reference's top-1, where a pick whose
+    reference probability is within TIE_PROBABILITY of the reference's top-1 counts as agreeing."""
     ref = l2_normalize(reference[VISION]["image_embeds"]) @ l2_normalize(reference[TEXT]["text_embeds"]).T
     got = l2_normalize(actual[VISION]["image_embeds"]) @ l2_normalize(actual[TEXT]["text_embeds"]).T
+    probs = np.stack([softmax(scale * row) for row in ref])  # (images, prompts)
     rows = np.arange(ref.shape[0])
-    picked = ref[rows, np.argmax(got, axis=1)]
-    best = ref.max(axis=1)
-    agree = picked >= best - TIE_SHARE * (best - ref.min(axis=1))
+    picked = probs[rows, np.argmax(got, axis=1)]
+    agree = picked >= probs.max(axis=1) - TIE_PROBABILITY
     strict = np.argmax(ref, axis=1) == np.argmax(got, axis=1)
     return float(np.mean(agree)), float(np.mean(strict)), ref.shape[0], ref.shape[1]
 

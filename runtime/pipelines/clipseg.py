@@ -1,0 +1,327 @@
+"""CLIPSeg at run time: segment an image by text prompts or by support images, over three engines.
+
+Needs only numpy, PIL, `tokenizers` and a backend. The query image is encoded once (with any
+support images in the same call), the prompts once, and the decoder runs every prompt against the
+image as one batch; sigmoid, a resize back to the image's size and a threshold give the masks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from PIL import Image
+
+from trtdeploy.runtime.bundle import Bundle, Manifest
+from trtdeploy.runtime.engine import Engine
+from trtdeploy.runtime.errors import ArtifactError, InputValidationError, VerificationError
+from trtdeploy.runtime.metrics import mask_iou
+from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess, to_rgb
+from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
+from trtdeploy.runtime.tokenize import TextTokenizer
+from trtdeploy.runtime.verify import Outputs, TaskResult, end_to_end_key
+
+IMAGE_ENCODER, TEXT_ENCODER, DECODER = "image_encoder", "text_encoder", "decoder"
+# The decoder reads the outputs of the vision layers in the config's extract_layers, in that order.
+ACTIVATIONS = ("activation_0", "activation_1", "activation_2")
+POOLED_OUTPUT = "pooled_output"
+CONDITIONAL_EMBEDDINGS = "conditional_embeddings"
+LOGITS = "logits"
+DEFAULT_THRESHOLD = 0.5  # sigmoid(logits) > 0.5, i.e. logits > 0
+
+Feeds = dict[str, np.ndarray]
+Prompt = str | Image.Image | np.ndarray  # a text, or a support image (a visual prompt)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One image's masks, one per prompt, at the image's own size."""
+
+    prompts: tuple[str, ...]  # the text prompts; visual prompts read "<image k>" (k: prompt index)
+    probabilities: np.ndarray  # (P, H, W) float32 in [0, 1]
+    masks: np.ndarray  # (P, H, W) bool: probabilities > threshold
+    threshold: float
+
+    def areas(self) -> np.ndarray:
+        """(P,) the share of the image's pixels inside each mask."""
+        return self.masks.reshape(len(self.prompts), -1).mean(axis=1)
+
+
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    """Conditional embeddings of a fixed prompt list, computed once and reused across images.
+
+    ``model_key`` names the bundle graphs that computed them; a pipeline refuses embeddings from
+    other graphs, since they would condition its decoder on another model's space.
+    """
+
+    prompts: tuple[str, ...]
+    embeddings: np.ndarray  # (P, E) float32
+    model_key: str
+
+    def save(self, path: str | Path) -> None:
+        with open(path, "wb") as fh:
+            np.savez(
+                fh,
+                prompts=np.array(self.prompts, dtype=str),
+                embeddings=self.embeddings,
+                model_key=np.array(self.model_key),
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> PromptEmbeddings:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                prompts, embeddings, key = data["prompts"], data["embeddings"], data["model_key"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(
+                f"{path} is not a prompt-embeddings file written by PromptEmbeddings.save ({exc})."
+            ) from exc
+        return cls(tuple(str(p) for p in prompts), embeddings.astype(np.float32), str(key))
+
+
+class ClipSegPipeline:
+    """Text- and image-prompted segmentation with a CLIPSeg bundle's three engines."""
+
+    # The decoder is fed what the encoders produce: verification also runs it on the engines' own
+    # encoder outputs (end to end), and the build records its reference inputs that way.
+    chained: ClassVar[tuple[str, ...]] = (DECODER,)
+
+    def __init__(
+        self,
+        engines: Mapping[str, Engine],
+        tokenizer: TextTokenizer,
+        preprocess: ImagePreprocess,
+        threshold: float,
+        model_key: str,
+    ) -> None:
+        self.image_encoder = engines[IMAGE_ENCODER]
+        self.text_encoder = engines[TEXT_ENCODER]
+        self.decoder = engines[DECODER]
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.threshold = _checked_threshold(threshold)
+        self.model_key = model_key
+        self._max_images = self.image_encoder.io.dims["images"].max
+        self._max_texts = self.text_encoder.io.dims["prompts"].max
+        self._max_prompts = self.decoder.io.dims["prompts"].max  # per decoder call
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None
+    ) -> ClipSegPipeline:
+        config = bundle.read_json(bundle.manifest.assets["pipeline"])
+        tokenizer = TextTokenizer(
+            bundle.asset("tokenizer"), max_length=int(config["max_text_length"]), pad_id=int(config["pad_id"])
+        )
+        return cls(
+            open_engines(bundle, target, threads=threads),
+            tokenizer,
+            ImagePreprocess.from_json(config["preprocess"]),
+            float(config["threshold"]),
+            bundle_model_key(bundle),
+        )
+
+    def segment(
+        self,
+        image: ImageLike,
+        prompts: Sequence[Prompt] | PromptEmbeddings,
+        *,
+        threshold: float | None = None,
+    ) -> Segmentation:
+        """Masks of ``image`` for each prompt (a text or a support image), or for precomputed
+        prompt embeddings; ``threshold`` (0 < t < 1) defaults to the bundle's."""
+        cut = self.threshold if threshold is None else _checked_threshold(threshold)
+        query = _query_image(image)
+        if isinstance(prompts, PromptEmbeddings):
+            self._check_key(prompts)
+            labels, conditional = prompts.prompts, prompts.embeddings
+            encoded = self._encode_images([query])
+        else:
+            labels, texts, supports = split_prompts(prompts)
+            encoded = self._encode_images([query, *supports.values()])  # one call: query + supports
+            visual = dict(zip(supports, encoded[POOLED_OUTPUT][1:], strict=True))
+            conditional = self._conditional(len(labels), texts, visual)
+        logits = self._decode({name: encoded[name][:1] for name in ACTIVATIONS}, conditional)  # (P, S, S)
+        probabilities = resize_maps(sigmoid(logits), query.size)  # (P, H, W)
+        return Segmentation(labels, probabilities, probabilities > cut, cut)
+
+    def embed_prompts(self, prompts: Sequence[Prompt]) -> PromptEmbeddings:
+        """Conditional embeddings of ``prompts`` to reuse over many images (save() keeps them)."""
+        labels, texts, supports = split_prompts(prompts)
+        pooled = self._encode_images(list(supports.values()))[POOLED_OUTPUT] if supports else np.zeros((0, 0))
+        conditional = self._conditional(len(labels), texts, dict(zip(supports, pooled, strict=True)))
+        return PromptEmbeddings(labels, conditional, self.model_key)
+
+    def _encode_images(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
+        """Every image_encoder output for ``images``, run in chunks the engine's profile allows."""
+        pixels = self.preprocess(images)  # (N, 3, S, S)
+        chunks = [
+            self.image_encoder.run({"pixel_values": pixels[i : i + self._max_images]})
+            for i in range(0, len(pixels), self._max_images)
+        ]
+        return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+    def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(T, E) conditional embeddings of text prompts."""
+        chunks = [
+            self.text_encoder.run(self.tokenizer(texts[i : i + self._max_texts]))[CONDITIONAL_EMBEDDINGS]
+            for i in range(0, len(texts), self._max_texts)
+        ]
+        return np.concatenate(chunks)
+
+    def _conditional(
+        self, count: int, texts: Mapping[int, str], visual: Mapping[int, np.ndarray]
+    ) -> np.ndarray:
+        """(P, E) embeddings in prompt order, from the text encoder and from support images' pooled outputs."""
+        rows: dict[int, np.ndarray] = dict(visual)
+        if texts:
+            rows.update(zip(texts, self._encode_texts(list(texts.values())), strict=True))
+        return np.stack([rows[k] for k in range(count)]).astype(np.float32)
+
+    def _decode(self, activations: Mapping[str, np.ndarray], conditional: np.ndarray) -> np.ndarray:
+        """(P, S, S) logits of one image's activations (each (1, T, W)) with every prompt."""
+        chunks = []
+        for i in range(0, len(conditional), self._max_prompts):
+            feeds = {**activations, CONDITIONAL_EMBEDDINGS: conditional[i : i + self._max_prompts]}
+            chunks.append(self.decoder.run(feeds)[LOGITS][0])  # (p, S, S) of the (1, p, S, S) logits
+        return np.concatenate(chunks)
+
+    def _check_key(self, prompts: PromptEmbeddings) -> None:
+        if prompts.model_key != self.model_key:
+            raise InputValidationError(
+                f"the prompt embeddings for {list(prompts.prompts)[:3]}… were computed by other graphs "
+                f"(key {prompts.model_key[:12]}…) than this bundle's ({self.model_key[:12]}…); recompute them "
+                "with this pipeline's embed_prompts()."
+            )
+
+    @staticmethod
+    def chained_feeds(outputs: Outputs) -> dict[str, Feeds]:
+        """The decoder's feeds from the encoders' outputs: every image with every prompt."""
+        image, text = outputs[IMAGE_ENCODER], outputs[TEXT_ENCODER]
+        return {
+            DECODER: {
+                **{n: image[n] for n in ACTIVATIONS},
+                CONDITIONAL_EMBEDDINGS: text[CONDITIONAL_EMBEDDINGS],
+            }
+        }
+
+    @staticmethod
+    def task_metrics(manifest: Manifest, reference: Outputs, actual: Outputs) -> list[TaskResult]:
+        """Mask IoU, end to end: the masks of the decoder run on the engines' own encoder outputs
+        against the PyTorch reference masks, per held-out image × prompt, averaged."""
+        minimum = manifest.budget.tasks.get("mask_iou")
+        threshold = float(manifest.pipeline_config["threshold"])
+        key = end_to_end_key(DECODER)
+        if key not in actual:
+            raise VerificationError(
+                "CLIPSeg's mask IoU needs the decoder run on the engines' own encoder outputs, and the "
+                "verification run has none; run it through runtime/verify.py (run_references / run_graphs)."
+            )
+        ref = reference[DECODER][LOGITS]  # (I, P, S, S)
+        value, worst = mask_agreement(ref, actual[key][LOGITS], threshold)
+        alone, _ = mask_agreement(ref, actual[DECODER][LOGITS], threshold)
+        cover = float(np.mean(sigmoid(ref) > threshold))
+        images, prompts, height, width = ref.shape
+        detail = (
+            f"{images} images × {prompts} prompts at {height}×{width}, end to end; worst pair {worst:.4f}; "
+            f"decoder alone {alone:.4f}; reference masks cover {cover:.1%} of pixels"
+        )
+        if minimum is None:  # a budget may judge the logits alone; the metric is still reported
+            return [TaskResult("mask_iou", value, 0.0, detail + " (not gated by this budget)")]
+        return [TaskResult("mask_iou", value, minimum, detail)]
+
+
+def mask_agreement(reference: np.ndarray, actual: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(mean, worst) IoU between the thresholded masks of two (I, P, S, S) logit arrays, per (I, P)."""
+    if reference.shape != actual.shape:
+        raise VerificationError(
+            f"engine logits have shape {actual.shape}, the reference {reference.shape}; they can't be compared."
+        )
+    ref = sigmoid(reference).reshape(-1, *reference.shape[-2:]) > threshold
+    got = sigmoid(actual).reshape(-1, *actual.shape[-2:]) > threshold
+    ious = [mask_iou(g, r) for g, r in zip(got, ref, strict=True)]
+    return float(np.mean(ious)), float(np.min(ious))
+
+
+def split_prompts(
+    prompts: Sequence[Prompt],
+) -> tuple[tuple[str, ...], dict[int, str], dict[int, Image.Image]]:
+    """(labels, texts by position, support images by position); rejects anything else clearly."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) == 0:
+        raise InputValidationError(
+            f"prompts: expected a non-empty list of texts and/or support images, got {prompts!r:.80}."
+        )
+    labels: list[str] = []
+    texts: dict[int, str] = {}
+    supports: dict[int, Image.Image] = {}
+    for k, prompt in enumerate(prompts):
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise InputValidationError(f"prompt {k} is an empty text; give a phrase such as 'a cat'.")
+            texts[k] = prompt
+            labels.append(prompt)
+        elif isinstance(prompt, Image.Image | np.ndarray):
+            supports[k] = _image(prompt, f"prompt {k} (a support image)")
+            labels.append(f"<image {k}>")
+        else:
+            raise InputValidationError(
+                f"prompt {k} is a {type(prompt).__name__}; expected a text (str) or a support image "
+                "(PIL image or (H, W[, C]) uint8 array)."
+            )
+    return tuple(labels), texts, supports
+
+
+def _query_image(image: ImageLike) -> Image.Image:
+    return _image(image, "image")
+
+
+def _image(image: object, what: str) -> Image.Image:
+    try:
+        return to_rgb(image)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InputValidationError(f"{what}: {exc}.") from exc
+
+
+def _checked_threshold(threshold: float) -> float:
+    if not 0.0 < float(threshold) < 1.0:
+        raise InputValidationError(
+            f"threshold must lie strictly between 0 and 1 (a probability), got {threshold}."
+        )
+    return float(threshold)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function without overflow (random-weight logits reach thousands)."""
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(P, S, S) maps -> (P, H, W) with bilinear interpolation; ``size`` is PIL's (width, height)."""
+    resized = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(m, dtype=np.float32)).resize(size, Image.Resampling.BILINEAR)
+        )
+        for m in maps  # float32 arrays open as PIL mode "F"
+    ]
+    return np.clip(np.stack(resized), 0.0, 1.0)
+
+
+def bundle_model_key(bundle: Bundle) -> str:
+    """Identifies the weights and the encoder graphs (every form) that compute prompt embeddings."""
+    manifest = bundle.manifest
+    files = sorted(
+        rel
+        for name in (IMAGE_ENCODER, TEXT_ENCODER)
+        for rel in (manifest.component(name).onnx, *manifest.component(name).forms.values())
+    )
+    identity = {
+        "weights": manifest.weights.get("sha256"),
+        "graphs": {r: manifest.files[r]["sha256"] for r in files},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
