@@ -6,7 +6,7 @@
 #   make test      lint + the test suite (what CI runs)
 #   make lint      ruff + mypy
 #   make bench MODEL=clip [PRECISION=...] [BATCH=1,8]    JSON, Markdown, PNG in build/bench/
-#   make bench MODEL=clipseg PRECISION=fp32 PROMPTS=1,3,8  segment one image with P prompts vs eager
+#   make bench MODEL=clipseg [PROMPTS=1,3,8]              also: segment one image with P prompts vs eager
 #   make regress [MODEL=clip PRECISION=fp32]              fresh build + bench vs baselines/ (exit 8 on regression)
 #   make baseline MODEL=clip PRECISION=fp32 [RUNS=3]      record a baseline for this machine class
 #   make tiny-models [TINY_OUT=build/tiny-models]        retrain the shapes models, check the committed figures

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trtdeploy.bench_pipelines import PipelineRow, bench_pipeline
+from trtdeploy.bench_pipelines import PipelineBenchContext, PipelineRow, bench_pipeline
 from trtdeploy.models.recipe import Component, LoadedModel
 from trtdeploy.models.reference import TorchEngine
 from trtdeploy.models.registry import get_recipe
@@ -52,6 +52,7 @@ class BenchSettings:
     blocks: int = 4  # blocks per side, alternating
     sequence: int = 16  # text length for components with a "sequence" dim
     pipeline: bool = True  # also time the model's whole pipeline (preprocessing included)
+    prompts: tuple[int, ...] = (1, 3, 8)  # CLIPSeg: segment one image with this many prompts
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -147,6 +148,17 @@ class BenchRecord:
                 f"{r.engine.min:.1f} | {1000 * r.batch / r.engine.p50:.1f} | {r.reference.p50:.1f} | "
                 f"{r.reference.p90:.1f} | {r.ratio:.2f}× | {blocks} |"
             )
+        if self.pipeline:
+            lines += [
+                "",
+                "| pipeline | p50 ms | throughput | eager p50 ms | eager throughput | ratio (p50) |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            for p in self.pipeline:
+                lines.append(
+                    f"| {p.name} | {p.engine.p50:.1f} | {1000 * p.items / p.engine.p50:.1f} {p.unit}/s | "
+                    f"{p.reference.p50:.1f} | {1000 * p.items / p.reference.p50:.1f} {p.unit}/s | {p.ratio:.2f}× |"
+                )
         lines += [
             "",
             "| component | engine load s | engine first call ms | eager first call ms |",
@@ -219,8 +231,18 @@ def bench_bundle(
         for batch in settings.batches:
             rows.append(_bench_one(component, engine, reference, batch, settings))
         engine.close()
-    timing = {"iterations": max(2, settings.iterations // 4), "warmup": 1, "blocks": settings.blocks}
-    pipeline = bench_pipeline(bundle, loaded, settings.target, threads, timing) if settings.pipeline else []
+    # A pipeline call costs as much as several component calls: fewer calls per block.
+    context = PipelineBenchContext(
+        bundle,
+        loaded,
+        settings.target,
+        threads,
+        iterations=max(2, settings.iterations // 4),
+        warmup=1,
+        blocks=settings.blocks,
+        prompt_counts=settings.prompts,
+    )
+    pipeline = bench_pipeline(context) if settings.pipeline else []
     report = verify_bundle(bundle, open_engines(bundle, settings.target, threads=threads), settings.target)
     return BenchRecord(
         model=bundle.manifest.model,
@@ -275,8 +297,12 @@ def _once_ms(call: Callable[[], object]) -> float:
 
 
 def _feeds(component: Component, batch: int, sequence: int) -> dict[str, np.ndarray]:
+    """Inputs with the first input's leading dim at ``batch`` (images, prompts: whatever it is
+    called), every other dynamic dim at its optimization size."""
     sizes = {dim: r.opt for dim, r in component.io.dims.items()}
-    sizes["batch"] = batch
+    leading = component.io.inputs[0].shape[0]
+    if isinstance(leading, str):
+        sizes[leading] = batch
     if "sequence" in sizes:
         sizes["sequence"] = min(sequence, component.io.dims["sequence"].max)
     return component.random_inputs(sizes, np.random.default_rng(0))

@@ -1,9 +1,14 @@
 """Whole-pipeline figures per model: what a user's call costs end to end, against the way the
-transformers documentation runs the same model in PyTorch.
+transformers documentation runs the same model in PyTorch, in the same run.
 
-CLIP: zero-shot classification of a batch of real images against a list of labels, images/s.
-Our side: numpy/PIL preprocessing, `tokenizers`, both engines. Eager: CLIPImageProcessor (PIL
-backend) + CLIPTokenizer + CLIPModel.forward, softmax over the labels.
+CLIP: zero-shot classification of a batch of real images against a list of labels (images/s).
+Ours: numpy/PIL preprocessing, `tokenizers`, both engines. Eager: CLIPImageProcessor (PIL backend)
++ CLIPTokenizer + CLIPModel.forward, softmax over the labels.
+
+CLIPSeg: one image segmented with P prompts, for each P asked for (prompts/s). Ours:
+ClipSegPipeline.segment (the image encoded once, the decoder over all P prompts, sigmoid, resize
+back, threshold). Eager: CLIPSegProcessor(text=prompts, images=[image] * P) and
+CLIPSegForImageSegmentation, then a sigmoid: the vision tower runs once per prompt.
 """
 
 from __future__ import annotations
@@ -15,16 +20,40 @@ from typing import Any
 import torch
 
 from trtdeploy.calibration.images import EVALUATION_IMAGES, load_images
-from trtdeploy.calibration.prompts import EVALUATION_PROMPTS
+from trtdeploy.calibration.prompts import EVALUATION_PROMPTS, SEGMENTATION_PROMPTS
 from trtdeploy.models.recipe import LoadedModel
 from trtdeploy.runtime.bench import LatencyStats, time_blocks
 from trtdeploy.runtime.bundle import Bundle
+from trtdeploy.runtime.errors import InputValidationError
+
+
+@dataclass(frozen=True)
+class PipelineBenchContext:
+    bundle: Bundle
+    loaded: LoadedModel
+    target: str
+    threads: int
+    iterations: int
+    warmup: int
+    blocks: int
+    prompt_counts: tuple[int, ...] = (1, 3, 8)
+
+    def time(
+        self, ours: Callable[[], object], eager: Callable[[], object]
+    ) -> tuple[LatencyStats, LatencyStats]:
+        samples = time_blocks(
+            {"engine": ours, "reference": eager},
+            iterations=self.iterations,
+            warmup=self.warmup,
+            blocks=self.blocks,
+        )
+        return LatencyStats.from_seconds(samples["engine"]), LatencyStats.from_seconds(samples["reference"])
 
 
 @dataclass(frozen=True)
 class PipelineRow:
     name: str
-    items: int  # units of work per call (images, prompts, tokens), for the throughput column
+    items: int  # units of work per call (images, prompts), for the throughput columns
     unit: str
     engine: LatencyStats
     reference: LatencyStats
@@ -46,23 +75,20 @@ class PipelineRow:
         }
 
 
-def clip_zero_shot(
-    bundle: Bundle, loaded: LoadedModel, target: str, threads: int, timing: dict[str, int]
-) -> list[PipelineRow]:
+def clip_zero_shot(ctx: PipelineBenchContext) -> list[PipelineRow]:
     from transformers import CLIPImageProcessorPil, CLIPTokenizer
 
     from trtdeploy.runtime.pipelines.clip import ClipPipeline, softmax
 
     images = load_images(EVALUATION_IMAGES)
     labels = list(EVALUATION_PROMPTS)
-    pipeline = ClipPipeline.from_bundle(bundle, target, threads=threads)
+    pipeline = ClipPipeline.from_bundle(ctx.bundle, ctx.target, threads=ctx.threads)
     processor = CLIPImageProcessorPil()
-    tokenizer = CLIPTokenizer(tokenizer_file=str(bundle.asset("tokenizer")))
-    model: Any = loaded.model
+    tokenizer = CLIPTokenizer(tokenizer_file=str(ctx.bundle.asset("tokenizer")))
+    model: Any = ctx.loaded.model
 
     def ours() -> object:
-        logits = pipeline.logits(images, labels)  # (images, labels)
-        return [softmax(row) for row in logits]
+        return [softmax(row) for row in pipeline.logits(images, labels)]  # (images, labels)
 
     def eager() -> object:
         with torch.inference_mode():
@@ -70,25 +96,60 @@ def clip_zero_shot(
             text = tokenizer(labels, padding=True, return_tensors="pt")
             return model(pixel_values=pixels, **text).logits_per_image.softmax(dim=-1)
 
-    samples = time_blocks({"engine": ours, "reference": eager}, **timing)
+    engine, reference = ctx.time(ours, eager)
     return [
         PipelineRow(
             f"zero-shot: {len(images)} images × {len(labels)} labels",
             len(images),
             "images",
-            LatencyStats.from_seconds(samples["engine"]),
-            LatencyStats.from_seconds(samples["reference"]),
+            engine,
+            reference,
         )
     ]
 
 
-PipelineBench = Callable[[Bundle, LoadedModel, str, int, dict[str, int]], list[PipelineRow]]
-PIPELINE_BENCHES: dict[str, PipelineBench] = {"clip": clip_zero_shot}
+def clipseg_segment(ctx: PipelineBenchContext) -> list[PipelineRow]:
+    from trtdeploy.models.clipseg import reference_processor
+    from trtdeploy.runtime.pipelines.clipseg import ClipSegPipeline
+    from trtdeploy.runtime.preprocess import ImagePreprocess
+
+    too_many = [p for p in ctx.prompt_counts if not 1 <= p <= len(SEGMENTATION_PROMPTS)]
+    if too_many:
+        raise InputValidationError(
+            f"prompt counts run from 1 to {len(SEGMENTATION_PROMPTS)} (the built-in segmentation prompts), "
+            f"got {too_many}."
+        )
+    pipeline = ClipSegPipeline.from_bundle(ctx.bundle, ctx.target, threads=ctx.threads)
+    preprocess = ImagePreprocess.from_json(ctx.bundle.manifest.pipeline_config["preprocess"])
+    processor = reference_processor(preprocess, ctx.bundle.asset("tokenizer"))
+    model: Any = ctx.loaded.model
+    image = EVALUATION_IMAGES[0].load()  # chelsea: a 451 x 300 photograph of a cat
+    rows = []
+    for count in ctx.prompt_counts:
+        prompts = list(SEGMENTATION_PROMPTS[:count])
+
+        def ours(prompts: list[str] = prompts) -> object:
+            return pipeline.segment(image, prompts)
+
+        def eager(prompts: list[str] = prompts) -> object:
+            with torch.inference_mode():
+                inputs = processor(
+                    text=prompts, images=[image] * len(prompts), padding=True, return_tensors="pt"
+                )
+                return torch.sigmoid(model(**inputs).logits)
+
+        engine, reference = ctx.time(ours, eager)
+        rows.append(PipelineRow(f"segment: 1 image × {count} prompts", count, "prompts", engine, reference))
+    return rows
 
 
-def bench_pipeline(
-    bundle: Bundle, loaded: LoadedModel, target: str, threads: int, timing: dict[str, int]
-) -> list[PipelineRow]:
+PIPELINE_BENCHES: dict[str, Callable[[PipelineBenchContext], list[PipelineRow]]] = {
+    "clip": clip_zero_shot,
+    "clipseg": clipseg_segment,
+}
+
+
+def bench_pipeline(ctx: PipelineBenchContext) -> list[PipelineRow]:
     """The pipeline figures of the bundle's model, or none if its pipeline has no benchmark."""
-    bench = PIPELINE_BENCHES.get(bundle.manifest.pipeline)
-    return bench(bundle, loaded, target, threads, timing) if bench else []
+    bench = PIPELINE_BENCHES.get(ctx.bundle.manifest.pipeline)
+    return bench(ctx) if bench else []

@@ -443,8 +443,10 @@ def _add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
     p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
     p.add_argument("--threads", type=int, help="threads for both sides (default: all cores)")
-    p.add_argument("--iterations", type=int, help="timed calls per block (default 20; with --prompts 3)")
-    p.add_argument("--blocks", type=int, help="alternating blocks per side (default 4; with --prompts 2)")
+    p.add_argument(
+        "--iterations", type=int, help="timed component calls per block (default 20; pipelines: a quarter)"
+    )
+    p.add_argument("--blocks", type=int, help="alternating blocks per side (default 4)")
     p.add_argument("--weights", type=Path, help="the weights folder the bundle was built from, if any")
 
 
@@ -454,8 +456,13 @@ def _bench_settings(args: argparse.Namespace) -> BenchSettings:
 
     try:
         batches = tuple(int(b) for b in args.batch.split(","))
+        prompts = (
+            tuple(int(p) for p in args.prompts.split(",")) if getattr(args, "prompts", None) else (1, 3, 8)
+        )
     except ValueError:
-        raise InputValidationError(f"--batch takes comma-separated integers, got {args.batch!r}.") from None
+        raise InputValidationError(
+            f"--batch and --prompts take comma-separated integers, got {args.batch!r} and {args.prompts!r}."
+        ) from None
     return BenchSettings(
         batches=batches,
         components=tuple(args.component) if args.component else None,
@@ -463,6 +470,7 @@ def _bench_settings(args: argparse.Namespace) -> BenchSettings:
         threads=args.threads,
         iterations=args.iterations if args.iterations is not None else BenchSettings.iterations,
         blocks=args.blocks if args.blocks is not None else BenchSettings.blocks,
+        prompts=prompts,
     )
 
 
@@ -470,52 +478,12 @@ def _bench(args: argparse.Namespace) -> int:
     from trtdeploy.bench import bench_bundle, write_outputs
     from trtdeploy.runtime.bundle import Bundle
 
-    if args.prompts:
-        return _bench_segment(args)
     settings = _bench_settings(args)
     records = [bench_bundle(Bundle.load(path), settings, weights=args.weights) for path in args.bundles]
     for record in records:
         print(record.to_markdown())
     for path in write_outputs(records, args.out_dir).values():
         print(f"wrote {path}")
-    return 0
-
-
-def _bench_segment(args: argparse.Namespace) -> int:
-    """CLIPSeg: segment one image with each number of prompts, against eager PyTorch."""
-    from trtdeploy.bench_clipseg import bench_segment, rows_to_markdown
-    from trtdeploy.runtime.bundle import Bundle
-    from trtdeploy.runtime.errors import InputValidationError
-
-    try:
-        counts = [int(p) for p in args.prompts.split(",")]
-    except ValueError:
-        raise InputValidationError(f"--prompts takes comma-separated counts, got {args.prompts!r}.") from None
-    if args.component:
-        raise InputValidationError(
-            "--prompts times the whole segmentation pipeline; --component applies to component timing "
-            "(drop --prompts for that)."
-        )
-    target = resolve_target(args.target)
-    timing = {k: v for k, v in (("iterations", args.iterations), ("blocks", args.blocks)) if v is not None}
-    for path in args.bundles:
-        bundle = Bundle.load(path)
-        rows = bench_segment(
-            bundle, counts, target=target, threads=args.threads, weights=args.weights, **timing
-        )
-        title = (
-            f"{bundle.manifest.model} {bundle.manifest.preset} {bundle.manifest.precision} on {target}: "
-            "segment one image with P prompts vs PyTorch eager FP32"
-        )
-        table = rows_to_markdown(rows, title)
-        print(table)
-        stem = args.out_dir / f"{bundle.manifest.model}-{bundle.manifest.precision}-{target}-segment"
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(
-            json.dumps([r.to_json() for r in rows], indent=2) + "\n", encoding="utf-8"
-        )
-        stem.with_suffix(".md").write_text(table, encoding="utf-8")
-        print(f"wrote {stem.with_suffix('.json')}, {stem.with_suffix('.md')}")
     return 0
 
 

@@ -377,11 +377,47 @@ def test_cli_run_writes_masks_at_the_image_size(
 def test_cli_bench_segments_with_each_prompt_count(
     tiny_clipseg: BuildResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["bench", str(tiny_clipseg.bundle), "--prompts", "1,3", "--iterations", "1", "--blocks", "1"]
+    args = [
+        "bench",
+        str(tiny_clipseg.bundle),
+        "--prompts",
+        "1,3",
+        "--batch",
+        "1",
+        "--iterations",
+        "4",
+        "--blocks",
+        "1",
+    ]
     assert main([*args, "--threads", "1", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| 1 |" in out and "| 3 |" in out and "×" in out
-    rows = json.loads((tmp_path / "clipseg-fp32-onnxruntime-segment.json").read_text())
-    assert [r["prompts"] for r in rows] == [1, 3]
-    assert all(r["engine"]["n"] == 1 and r["pytorch_eager"]["n"] == 1 and r["ratio_p50"] > 0 for r in rows)
-    assert main(["bench", str(tiny_clipseg.bundle), "--prompts", "1,30"]) == 2
+    assert "| segment: 1 image × 1 prompts |" in out and "| segment: 1 image × 3 prompts |" in out
+    record = json.loads((tmp_path / "clipseg-fp32-onnxruntime.json").read_text())
+    rows = record["pipeline"]
+    assert [(r["items"], r["unit"]) for r in rows] == [(1, "prompts"), (3, "prompts")]
+    assert all(r["engine"]["n"] == 2 and r["pytorch_eager"]["n"] == 2 and r["ratio_p50"] > 0 for r in rows)
+    # Component rows use the leading dim of each graph (images, prompts) as the batch.
+    assert {(r["component"], r["batch"]) for r in record["rows"]} == {
+        ("image_encoder", 1),
+        ("text_encoder", 1),
+        ("decoder", 1),
+    }
+    assert (
+        main(
+            [
+                "bench",
+                str(tiny_clipseg.bundle),
+                "--prompts",
+                "1,30",
+                "--batch",
+                "1",
+                "--iterations",
+                "1",
+                "--blocks",
+                "1",
+                "--out-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
