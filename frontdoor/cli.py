@@ -125,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
     p.add_argument("--threads", type=int)
     p.add_argument("--report", type=Path, help="also write the report as JSON here")
+    p.add_argument(
+        "--form",
+        default="auto",
+        choices=("auto", "graph"),
+        help="auto: the target's fast form where the bundle has one; graph: the precision-explicit graph",
+    )
     p.set_defaults(handler=_verify)
 
     p = sub.add_parser(
@@ -333,8 +339,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     bundle = Bundle.load(args.bundle)
     target = resolve_target(args.target)
-    engines = open_engines(bundle, target, threads=args.threads)
-    report = verify_bundle(bundle, engines, target)
+    engines = open_engines(bundle, target, threads=args.threads, form=args.form)
+    report = verify_bundle(bundle, engines, target, form=args.form)
     print(report.to_markdown())
     if args.report:
         args.report.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
