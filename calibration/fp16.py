@@ -98,7 +98,9 @@ class Fp16OnnxFromOnnx:
         names = float_tensors(model)
         maxima: dict[str, float] = {}
         for start in range(0, len(names), TENSORS_PER_PASS):
-            maxima.update(absmax(ActivationRecorder(fp32_path, names[start : start + TENSORS_PER_PASS]), batches))
+            maxima.update(
+                absmax(ActivationRecorder(fp32_path, names[start : start + TENSORS_PER_PASS]), batches)
+            )
         for node in model.graph.node:
             if any(i in big_weights for i in node.input):
                 reasons.setdefault(node.name, "weight beyond the FP16 range")
