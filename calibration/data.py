@@ -65,6 +65,19 @@ def raw_calibration_data(settings: CalibrationSettings) -> RawCalibrationData:
     return RawCalibrationData(tuple(images), tuple(prompts), source)
 
 
+def shapes_calibration_data(settings: CalibrationSettings) -> RawCalibrationData:
+    """The shapes calibration split (never trained or evaluated on): its images, and as prompts its
+    captions and referring expressions in turn, the texts a shapes model reads."""
+    from trtdeploy.calibration import shapes
+
+    if settings.count < 1:
+        raise ArtifactError(f"calibration needs at least one sample, got count={settings.count}.")
+    samples = shapes.samples("calibration", 0, settings.count)
+    images = tuple(Image.fromarray(s.image) for s in samples)
+    prompts = tuple(s.caption if i % 2 == 0 else s.referring_expression for i, s in enumerate(samples))
+    return RawCalibrationData(images, prompts, "shapes calibration split")
+
+
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """A random resized crop (40-100% of the area), a horizontal flip half of the time and a
     brightness/contrast jitter of up to 20%: new pixels, same kind of picture."""

@@ -8,6 +8,7 @@ FP32 graphs of those give).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,7 +32,9 @@ class TuningEvaluator:
         target: str,
         threads: int | None = None,
     ) -> None:
-        self.manifest = manifest
+        # The ground truth labels the bundle's reference images, not this calibration batch.
+        config = {k: v for k, v in manifest.pipeline_config.items() if k != "ground_truth"}
+        self.manifest = dataclasses.replace(manifest, pipeline_config=config)
         self.settings = OrtSettings(target=target, threads=threads)
         pipeline = pipeline_class(manifest.pipeline)
         recorded = [c for c in fp32_graphs if c not in pipeline.chained]
@@ -46,7 +49,7 @@ class TuningEvaluator:
 
     def _fp32(self, component: str, path: Path) -> dict[str, np.ndarray]:
         with OrtEngine(component, path, self.manifest.component(component).io, self.settings) as engine:
-            return engine.run(self.inputs[component])
+            return engine.run_in_chunks(self.inputs[component])
 
     def __call__(self, graphs: Mapping[str, Path]) -> tuple[bool, str]:
         report = run_graphs(self.manifest, graphs, self.inputs, self.reference, self.settings, form="tuning")

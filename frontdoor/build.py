@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from trtdeploy.calibration.data import CalibrationSet, CalibrationSettings, raw_calibration_data
+from trtdeploy.calibration.data import CalibrationSet, CalibrationSettings
 from trtdeploy.calibration.fp16 import Fp16Settings
 from trtdeploy.calibration.int8 import Int8Settings
 from trtdeploy.calibration.precision import (
@@ -210,7 +210,7 @@ class BundleFromRecipe:
         calibration = None
         evaluator = None
         if s.precision != "fp32":
-            raw = raw_calibration_data(s.calibration)
+            raw = self.recipe.raw_calibration(exported.loaded, s.calibration)
             feeds = self.recipe.calibration_feeds(exported.loaded, raw, writer, assets, s.calibration.batch)
             calibration = CalibrationSet(feeds, s.calibration, raw.source)
             progress.note(
@@ -299,12 +299,14 @@ class BundleFromRecipe:
         engines = {c.name: TorchEngine(c, exported.loaded.model) for c in exported.components}
         pipeline = pipeline_class(self.recipe.pipeline)
         outputs: Outputs = {
-            name: engine.run(inputs[name]) for name, engine in engines.items() if name not in pipeline.chained
+            name: engine.run_in_chunks(inputs[name])
+            for name, engine in engines.items()
+            if name not in pipeline.chained
         }
         chained = pipeline.chained_feeds(outputs)
         for name in pipeline.chained:
             inputs[name] = chained[name]
-            outputs[name] = engines[name].run(inputs[name])
+            outputs[name] = engines[name].run_in_chunks(inputs[name])
         for name in engines:
             writer.write_npz(f"reference/{name}.inputs.npz", inputs[name])
             writer.write_npz(f"reference/{name}.outputs.npz", outputs[name])

@@ -17,7 +17,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from trtdeploy.calibration.data import RawCalibrationData
+from trtdeploy.calibration.data import (
+    CalibrationSettings,
+    RawCalibrationData,
+    raw_calibration_data,
+    shapes_calibration_data,
+)
 from trtdeploy.runtime.bundle import BundleWriter
 from trtdeploy.runtime.compare import Budget
 from trtdeploy.runtime.errors import ArtifactError
@@ -26,14 +31,20 @@ from trtdeploy.runtime.specs import IOSpec
 Feeds = dict[str, np.ndarray]
 
 
+# Trained weights that ship with the project (the tiny shapes models), one folder per preset.
+COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
 @dataclass(frozen=True)
 class Preset:
-    """A named architecture; without weights it is random-initialised from ``seed``."""
+    """A named architecture, random-initialised from ``seed``; or, with ``weights``, the trained
+    checkpoint in that folder of COMMITTED_WEIGHTS (its config.json is the architecture)."""
 
     name: str
     description: str
-    config: Callable[[], object]  # builds the transformers config
+    config: Callable[[], object] | None  # builds the transformers config; None for committed weights
     seed: int = 0
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,14 @@ class LoadedModel:
     preset: str
     model: torch.nn.Module
     weights: dict[str, str] = field(default_factory=dict)  # {"source": ..., "sha256": ...}
+    folder: Path | None = None  # the checkpoint folder, when the weights came from one
+
+    @property
+    def trained_on_shapes(self) -> bool:
+        """A shapes model: its reference, calibration and task metrics use the shapes dataset."""
+        from trtdeploy.models.shapes.card import trained_on_shapes
+
+        return self.folder is not None and trained_on_shapes(self.folder)
 
 
 class Recipe(abc.ABC):
@@ -88,6 +107,7 @@ class Recipe(abc.ABC):
                     "give either a preset or a weights folder, not both: the folder's config.json "
                     "defines the architecture."
                 )
+            folder: Path | None = Path(weights)
             model = load_weights_folder(weights, self.model_class(), self.config_model_types())
             name = "weights"
             source = {"source": "folder", "folder": Path(weights).name}
@@ -99,11 +119,25 @@ class Recipe(abc.ABC):
                     "or pass a weights folder."
                 )
             spec = self.presets[name]
-            torch.manual_seed(spec.seed)
-            model = self.model_class()(spec.config())
-            source = {"source": "preset", "seed": str(spec.seed)}
+            if spec.weights is not None:
+                folder = COMMITTED_WEIGHTS / spec.weights
+                model = load_weights_folder(folder, self.model_class(), self.config_model_types())
+                source = {"source": "committed", "folder": spec.weights}
+            else:
+                assert spec.config is not None, f"preset {name} has neither a config nor weights"
+                folder = None
+                torch.manual_seed(spec.seed)
+                model = self.model_class()(spec.config())
+                source = {"source": "preset", "seed": str(spec.seed)}
         model.eval()
-        return LoadedModel(self, name, model, {**source, "sha256": state_dict_sha256(model)})
+        return LoadedModel(self, name, model, {**source, "sha256": state_dict_sha256(model)}, folder)
+
+    def raw_calibration(self, loaded: LoadedModel, settings: CalibrationSettings) -> RawCalibrationData:
+        """Raw calibration images and prompts: the user's folder, else the data the model knows:
+        the shapes calibration split for a shapes model, the built-in photographs otherwise."""
+        if settings.folder is None and loaded.trained_on_shapes:
+            return shapes_calibration_data(settings)
+        return raw_calibration_data(settings)
 
     @abc.abstractmethod
     def model_class(self) -> type: ...

@@ -39,6 +39,21 @@ class Engine(abc.ABC):
         checked = validate_feeds(self.component, self.io, feeds, allow_non_finite=self.allow_non_finite)
         return self._run(checked)
 
+    def run_in_chunks(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """``run``, split along the batch dim when the feeds hold more rows than the profile's
+        maximum (a verification set may be larger than one call admits), outputs concatenated.
+        Only a component whose every input and output leads with the same dim is split."""
+        leading = {spec.shape[0] for spec in (*self.inputs, *self.outputs) if spec.shape}
+        dim = next(iter(leading)) if len(leading) == 1 else None
+        if not isinstance(dim, str):
+            return self.run(feeds)
+        most = self.io.dims[dim].max
+        rows = len(next(iter(feeds.values())))
+        if rows <= most:
+            return self.run(feeds)
+        parts = [self.run({k: v[i : i + most] for k, v in feeds.items()}) for i in range(0, rows, most)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
     @abc.abstractmethod
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run already-validated, contiguous feeds."""

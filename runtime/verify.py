@@ -111,8 +111,10 @@ def run_references(bundle: Bundle, engines: Mapping[str, Engine]) -> tuple[Outpu
     for entry in bundle.manifest.components:
         inputs, outputs = bundle.reference(entry.name)
         reference[entry.name] = outputs
-        actual[entry.name] = engines[entry.name].run(inputs)
-    actual.update(run_end_to_end(bundle.manifest, actual, lambda name, feeds: engines[name].run(feeds)))
+        actual[entry.name] = engines[entry.name].run_in_chunks(inputs)
+    actual.update(
+        run_end_to_end(bundle.manifest, actual, lambda name, feeds: engines[name].run_in_chunks(feeds))
+    )
     return reference, actual
 
 
@@ -184,8 +186,10 @@ def run_graphs(
     try:
         for entry in manifest.components:
             engines[entry.name] = OrtEngine(entry.name, graphs[entry.name], entry.io, settings)
-        actual: Outputs = {name: engine.run(inputs[name]) for name, engine in engines.items()}
-        actual.update(run_end_to_end(manifest, actual, lambda name, feeds: engines[name].run(feeds)))
+        actual: Outputs = {name: engine.run_in_chunks(inputs[name]) for name, engine in engines.items()}
+        actual.update(
+            run_end_to_end(manifest, actual, lambda name, feeds: engines[name].run_in_chunks(feeds))
+        )
     finally:
         for engine in engines.values():
             engine.close()

@@ -72,6 +72,7 @@ def test_preset_and_weights_together_are_refused(saved: Path) -> None:
 
 def test_unknown_preset_lists_the_known_ones() -> None:
     with pytest.raises(
-        ArtifactError, match="no preset 'huge'; choose one of \\['clip-vit-base-patch32', 'tiny'\\]"
+        ArtifactError,
+        match="no preset 'huge'; choose one of \\['clip-shapes-tiny', 'clip-vit-base-patch32', 'tiny'\\]",
     ):
         RECIPE.load("huge")

@@ -65,6 +65,12 @@ def read_metrics(folder: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
+def trained_on_shapes(folder: Path) -> bool:
+    """Whether a weights folder is a shapes model: its metrics.json names the dataset version."""
+    path = folder / "metrics.json"
+    return path.is_file() and "dataset_version" in json.loads(path.read_text(encoding="utf-8"))
+
+
 def environment() -> dict[str, str]:
     return {
         "torch": torch.__version__,
@@ -93,7 +99,7 @@ def write_card(folder: Path, record: dict[str, Any], about: str) -> None:
         f"(warm-up {settings['warmup_steps']} steps, cosine decay), weight decay {settings['weight_decay']}, "
         f"seed {settings['seed']}, {settings['threads']} torch threads, deterministic algorithms; "
         f"{record['train_seconds']:.0f} s on this run's machine.",
-        f"- Command: `{record['command']}` (all three: `make tiny-models`).",
+        f"- Command: `{record['command']}` (`make tiny-models` retrains every committed shapes model).",
         f"- Environment: {', '.join(f'{k} {v}' for k, v in record['environment'].items())}.",
         "",
         "## FP32 PyTorch metrics against ground truth",
