@@ -13,6 +13,7 @@ CLIPSegForImageSegmentation, then a sigmoid: the vision tower runs once per prom
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,15 +77,23 @@ class PipelineRow:
 
 
 def clip_zero_shot(ctx: PipelineBenchContext) -> list[PipelineRow]:
-    from transformers import CLIPImageProcessorPil, CLIPTokenizer
+    from tokenizers import Tokenizer
+    from transformers import CLIPImageProcessorPil, CLIPTokenizer, PreTrainedTokenizerFast
 
     from trtdeploy.runtime.pipelines.clip import ClipPipeline, softmax
 
     images = load_images(EVALUATION_IMAGES)
     labels = list(EVALUATION_PROMPTS)
     pipeline = ClipPipeline.from_bundle(ctx.bundle, ctx.target, threads=ctx.threads)
-    processor = CLIPImageProcessorPil()
-    tokenizer = CLIPTokenizer(tokenizer_file=str(ctx.bundle.asset("tokenizer")))
+    config = ctx.bundle.manifest.pipeline_config
+    size = int(config["preprocess"]["size"])
+    processor = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    tokenizer_json = ctx.bundle.asset("tokenizer")
+    if json.loads(tokenizer_json.read_text(encoding="utf-8"))["model"]["type"] == "BPE":
+        tokenizer: Any = CLIPTokenizer(tokenizer_file=str(tokenizer_json))
+    else:  # a model's own vocabulary (the shapes models): the generic fast tokenizer reads it
+        pad = Tokenizer.from_file(str(tokenizer_json)).id_to_token(int(config["pad_id"]))
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), pad_token=pad)
     model: Any = ctx.loaded.model
 
     def ours() -> object:

@@ -247,7 +247,8 @@ class RegressionRun:
             return bundle
         from trtdeploy.build import BuildSettings, BundleFromRecipe
 
-        out = Path("build") / "regress" / self.model / self.precision
+        # One folder per configuration: two presets of one model must not rebuild over each other.
+        out = Path("build") / "regress" / self.model / (self.preset or "default") / self.precision
         target = "onnxruntime" if self.settings.target == "tensorrt" else self.settings.target
         BundleFromRecipe(
             BuildSettings(
