@@ -146,9 +146,7 @@ def write_text_tokenizer(loaded: LoadedModel, writer: BundleWriter, text_config:
     path = "tokenizer/tokenizer.json"
     own = loaded.folder / "tokenizer.json" if loaded.folder is not None else None
     if own is not None and own.is_file():
-        dest = writer.path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(own, dest)
+        shutil.copyfile(own, writer.path(path))  # writer.path makes the folder
     else:
         write_clip_tokenizer_json(writer.path(path))
     ids = TextIds.of(text_config)

@@ -9,6 +9,7 @@ sizes to trace and check at), records held-out reference inputs and writes the r
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ class LoadedModel:
     weights: dict[str, str] = field(default_factory=dict)  # {"source": ..., "sha256": ...}
     folder: Path | None = None  # the checkpoint folder, when the weights came from one
 
-    @property
+    @functools.cached_property  # read once: the build asks at each stage
     def trained_on_shapes(self) -> bool:
         """A shapes model: its reference, calibration and task metrics use the shapes dataset."""
         from trtdeploy.models.shapes.card import trained_on_shapes
