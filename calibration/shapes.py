@@ -10,6 +10,12 @@ Design, and why:
   preprocessing resize is the identity and the pixels a model was trained on are the pixels a
   deployed bundle feeds it; masks and boxes live in the same pixel frame as the model outputs. 128
   keeps the smallest shape around 25 px (recognisable) while training fits minutes on two CPU cores.
+- Objects sit on the 16 px patch grid of the tiny ViTs (an object's top-left corner is a multiple
+  of PLACEMENT_GRID; its size still jitters). A ViT patch is a linear map of 16 x 16 pixels, so a
+  shape edge at any of 16 x 16 sub-patch offsets is a different input, and a ViT learns that
+  invariance only from far more images than minutes of CPU training show it. Measured with a
+  supervised probe on the CLIP vision tower (one shape on grey, 300 steps): shape accuracy 30% at
+  free positions (chance 20%), 96% on the grid; a small CNN reaches 86% at free positions.
 - One to three objects with distinct size classes, listed largest first in the caption and the
   boxes. Distinct classes make that order visible in the image, so an exact-match caption is
   well defined. No two objects share both colour and shape, so "the red circle" names one object.
@@ -33,7 +39,7 @@ from trtdeploy.calibration.images import CALIBRATION_IMAGES, EVALUATION_IMAGES, 
 
 # Bump when rendering or ground truth changes: it salts every seed, so old and new samples differ
 # everywhere, and the committed model cards name the version they were measured on.
-DATASET_VERSION = 1
+DATASET_VERSION = 2
 IMAGE_SIZE = 128
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -55,6 +61,7 @@ SUPERSAMPLE = 4  # shapes are drawn 4x larger and box-filtered down, for anti-al
 GAP = 2  # px kept free between the squares objects are drawn in, so masks and boxes never touch
 # Range of the factor that pulls a background's pixels towards its mean (1 keeps the photograph).
 BACKGROUND_CONTRAST = (0.5, 1.0)
+PLACEMENT_GRID = 16  # px: objects' top-left corners lie on the ViT patch grid (see the docstring)
 
 
 @dataclass(frozen=True)
@@ -213,16 +220,17 @@ def _new_kind(rng: np.random.Generator, used: set[tuple[str, str]]) -> tuple[str
 
 
 def _free_spots(rng: np.random.Generator, sides: Sequence[int]) -> list[tuple[int, int]]:
-    """Top-left corners for squares of these sides that keep GAP px apart.
+    """Top-left corners on the PLACEMENT_GRID for squares of these sides that keep GAP px apart.
 
-    Squares are placed one by one at random spots; a large square placed centrally can leave no
-    room for the next, so after a few misses the whole layout starts over.
+    Squares are placed one by one at random grid points; a large square placed centrally can leave
+    no room for the next, so after a few misses the whole layout starts over.
     """
     for _ in range(100):
         placed: list[tuple[int, int, int]] = []
         for side in sides:
             for _ in range(20):
-                x, y = (int(v) for v in rng.integers(0, IMAGE_SIZE - side + 1, size=2))
+                cells = (IMAGE_SIZE - side) // PLACEMENT_GRID + 1  # grid points where the square fits
+                x, y = (int(v) * PLACEMENT_GRID for v in rng.integers(0, cells, size=2))
                 if all(_apart((x, y, side), other) for other in placed):
                     placed.append((x, y, side))
                     break

@@ -108,6 +108,14 @@ def test_objects_come_largest_first_in_distinct_size_classes(mixed: list[shapes.
         assert ranks == sorted(set(ranks)), f"size classes {[obj.size for obj in s.objects]} out of order"
 
 
+def test_objects_sit_on_the_patch_grid(mixed: list[shapes.ShapesSample]) -> None:
+    """Squares and crosses fill the left and top edges of the square they are drawn in, so their
+    boxes start where that square does: on the PLACEMENT_GRID, for every split."""
+    corners = [obj.box[:2] for s in mixed for obj in s.objects if obj.shape in ("square", "cross")]
+    assert len(corners) > 20
+    assert all(x % shapes.PLACEMENT_GRID == 0 and y % shapes.PLACEMENT_GRID == 0 for x, y in corners), corners
+
+
 def test_caption_lists_every_shape_in_order(mixed: list[shapes.ShapesSample]) -> None:
     for s in mixed:
         parts = s.caption.split(" and ")
