@@ -6,6 +6,19 @@ features, then the prompt's embeddings), which is what transformers' masked_scat
 the placeholders lead; it lets one vision pass serve both tasks. Evaluation goes through
 transformers' own generate(), so any difference would show up as a bad score.
 
+The vision tower also gets a direct signal: a linear head, used in training only and not saved,
+reads each of the 8 x 8 cell features and names the object covering that 16 px cell (one of the
+25 colour-shape labels, or background). Without it the tower never learns from the answers alone:
+after 1200 steps the encoder's outputs hardly changed between images (spread 0.013 against 0.50
+at initialisation) and every image got the same caption; the language prior is learned first and
+the gradient through cross-attention is too weak to teach a tower from scratch. With the head, a
+caption-only probe read colour and shape words right 44% of the time after 300 steps (chance 19%),
+and the full run (1200 steps, 11 min here) reaches caption exact match 0.966 on 500 evaluation
+images. Its <OD> boxes are not there yet (mAP@0.5 0.002): they come out the right size, but most
+at one of a few stock positions, so the decoder has not learnt to read where an object is; starting
+the projector's row/column position embeddings as sinusoids at the features' scale and training
+1500 steps left that unchanged (0.002, captions 0.998).
+
 Location tokens are classes, but neighbouring bins are nearly the same answer. Two things tell the
 model so: their embeddings (tied to the output layer) start as sinusoids of the bin index, so
 nearby bins start out alike; and a location target is a narrow Gaussian over bins (one pixel wide)
@@ -16,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,21 +57,41 @@ IGNORE = -100  # label value the loss skips (padding after </s>)
 LOCATION_SIGMA_PX = 1.0  # width of a location target, in pixels of the 128 px image
 
 
+CELL_PX = 16  # side of one vision feature cell: the tower's total stride (8 x 2)
+CELL_COVER = 0.25  # an object names a cell when it covers at least this share of the cell's pixels
+
+
 @dataclass(frozen=True)
 class CaptionOdData:
     images: np.ndarray  # (N, H, W, 3) uint8
     captions: tuple[tuple[int, ...], ...]  # target ids <s> ... </s>
     detections: tuple[tuple[int, ...], ...]
+    cells: np.ndarray  # (N, cells) int64: per feature cell, 1 + label index of its object, 0 background
 
 
 def load_data(count: int, tokenizer: Tokenizer) -> CaptionOdData:
-    images, captions, detections = [], [], []
+    images, captions, detections, cells = [], [], [], []
     size = (shapes.IMAGE_SIZE, shapes.IMAGE_SIZE)
     for sample in training_samples(count):
         images.append(sample.image)
         captions.append(tuple(tokenizer.encode(sample.caption).ids))
         detections.append(tuple(tokenizer.encode(location_text(sample.box_labels, sample.boxes, size)).ids))
-    return CaptionOdData(np.stack(images), tuple(captions), tuple(detections))
+        cells.append(cell_labels(sample))
+    return CaptionOdData(np.stack(images), tuple(captions), tuple(detections), np.stack(cells))
+
+
+def cell_labels(sample: shapes.ShapesSample) -> np.ndarray:
+    """(cells,) row-major over the CELL_PX grid: 1 + the label index of the object covering most of
+    the cell (at least CELL_COVER of it), else 0; objects never overlap."""
+    grid = shapes.IMAGE_SIZE // CELL_PX
+    out = np.zeros((grid, grid), dtype=np.int64)
+    best = np.zeros((grid, grid))
+    for obj in sample.objects:
+        cover = obj.mask.reshape(grid, CELL_PX, grid, CELL_PX).mean(axis=(1, 3))  # (grid, grid)
+        wins = (cover >= CELL_COVER) & (cover > best)
+        out[wins] = 1 + shapes.LABELS.index(obj.name)
+        best = np.maximum(best, cover)
+    return out.reshape(-1)
 
 
 def train(folder: Path, settings: TrainSettings = SETTINGS) -> Florence2ForConditionalGeneration:
@@ -73,14 +107,22 @@ def train(folder: Path, settings: TrainSettings = SETTINGS) -> Florence2ForCondi
     soft_targets = location_targets(tokenizer, tokenizer.get_vocab_size())
     special = configs.florence2_special_ids()
     pad_id, start_id = special["pad_token_id"], special["decoder_start_token_id"]
-    optimizer = optimizer_for(model, settings)
+    config: Any = model.config
+    cell_head = torch.nn.Linear(int(config.text_config.d_model), 1 + len(shapes.LABELS))  # training only
+    optimizer = optimizer_for(torch.nn.ModuleList([model, cell_head]), settings)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings))
     progress = Progress("florence2", settings.steps)
     embed = token_embedding(model)
     for step, batch in enumerate(index_batches(settings)):
         features = model.get_image_features(pixel_values(data.images[batch], configs.FLORENCE2_PREPROCESS))
-        image = features.pooler_output  # (B, N, D)
-        loss = torch.zeros(())
+        image = features.pooler_output  # (B, 1 + cells, D): the pooled token, then the cells row-major
+        cells = torch.from_numpy(data.cells[batch])  # (B, cells)
+        if image.shape[1] != 1 + cells.shape[1]:
+            raise ValueError(
+                f"expected 1 + {cells.shape[1]} image tokens (a {CELL_PX} px feature grid); got {image.shape[1]}"
+            )
+        cell_logits = cell_head(image[:, 1:])  # (B, cells, 1 + labels)
+        loss = torch.nn.functional.cross_entropy(cell_logits.flatten(0, 1), cells.flatten())
         for task, answers in (("<CAPTION>", data.captions), ("<OD>", data.detections)):
             labels = padded([answers[i] for i in batch])  # (B, L)
             prompt = embed(prompts[task]).expand(len(batch), -1, -1)  # (B, T, D)
