@@ -9,7 +9,7 @@
 #   make bench MODEL=clipseg [PROMPTS=1,3,8]              also: segment one image with P prompts vs eager
 #   make regress [MODEL=clip PRECISION=fp32]              fresh build + bench vs baselines/ (exit 8 on regression)
 #   make baseline MODEL=clip PRECISION=fp32 [RUNS=3]      record a baseline for this machine class
-#   make tiny-models [TINY_OUT=build/tiny-models]        retrain the shapes CLIP, check the committed figures
+#   make tiny-models [TINY_OUT=build/tiny-models]        retrain the shapes models, check the committed figures
 #                  (TINY_OUT=models/weights replaces the committed folders instead)
 #   make clean     remove build outputs (make distclean also removes .venv)
 
@@ -102,12 +102,14 @@ lint: $(STAMP) typecheck-tree typecheck-stubs
 test: lint
 	$(BIN)/pytest -q
 
-# tiny-models: train the committed shapes models from scratch (models/shapes/models.py COMMITTED:
-# CLIP), each scored on the evaluation split, then compare with the committed models/weights/ figures.
+# tiny-models: train the committed shapes models from scratch (models/shapes/models.py COMMITTED),
+# each scored on the evaluation split, then compare with the committed models/weights/ figures.
+# CLIPSeg starts from the CLIP trained just before it, in the same TINY_OUT.
 TINY_OUT    ?= build/tiny-models
 TINY_MODELS := $(VENV)/bin/python -m trtdeploy.models.shapes
 tiny-models: $(STAMP)
 	$(TINY_MODELS) train clip --out $(TINY_OUT)/clip-shapes-tiny
+	$(TINY_MODELS) train clipseg --out $(TINY_OUT)/clipseg-shapes-tiny
 	$(if $(filter models/weights models/weights/,$(TINY_OUT)),,$(TINY_MODELS) compare $(TINY_OUT) models/weights)
 
 clean:

@@ -40,19 +40,40 @@ class Engine(abc.ABC):
         return self._run(checked)
 
     def run_in_chunks(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """``run``, split along the batch dim when the feeds hold more rows than the profile's
-        maximum (a verification set may be larger than one call admits), outputs concatenated.
-        Only a component whose every input and output leads with the same dim is split."""
-        leading = {spec.shape[0] for spec in (*self.inputs, *self.outputs) if spec.shape}
-        dim = next(iter(leading)) if len(leading) == 1 else None
-        if not isinstance(dim, str):
+        """``run``, split along any dynamic dim whose size in the feeds exceeds the profile's maximum
+        (a verification set may be larger than one call admits), outputs concatenated along it.
+
+        A dim is split when every output carries it: inputs that carry it are sliced, the others go
+        whole into each call (CLIPSeg's decoder: images split, every prompt in each call; then
+        prompts split, every image in each call). Anything else is left to ``run`` to refuse.
+        """
+        sizes: dict[str, int] = {}
+        for spec in self.inputs:
+            if spec.name in feeds:
+                for axis, dim in enumerate(spec.shape):
+                    if isinstance(dim, str) and axis < np.ndim(feeds[spec.name]):
+                        sizes.setdefault(dim, int(np.shape(feeds[spec.name])[axis]))
+        too_big = [d for d, n in sizes.items() if d in self.io.dims and n > self.io.dims[d].max]
+        if not too_big:
             return self.run(feeds)
+        dim = too_big[0]
+        out_axes = {spec.name: spec.shape.index(dim) for spec in self.outputs if dim in spec.shape}
+        if len(out_axes) != len(self.outputs):
+            return self.run(feeds)
+        in_axes = {spec.name: spec.shape.index(dim) for spec in self.inputs if dim in spec.shape}
         most = self.io.dims[dim].max
-        rows = len(next(iter(feeds.values())))
-        if rows <= most:
-            return self.run(feeds)
-        parts = [self.run({k: v[i : i + most] for k, v in feeds.items()}) for i in range(0, rows, most)]
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        parts = []
+        for start in range(0, sizes[dim], most):
+            chunk = {
+                name: np.take(value, range(start, min(start + most, sizes[dim])), axis=in_axes[name])
+                if name in in_axes
+                else value
+                for name, value in feeds.items()
+            }
+            parts.append(self.run_in_chunks(chunk))
+        return {
+            name: np.concatenate([part[name] for part in parts], axis=out_axes[name]) for name in parts[0]
+        }
 
     @abc.abstractmethod
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

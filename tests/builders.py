@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
+
+import onnx
+from onnx import numpy_helper
 
 from trtdeploy.build import BuildResult, BuildSettings, BundleFromRecipe, ExportedModel
 from trtdeploy.calibration.data import CalibrationSettings
+from trtdeploy.runtime.bundle import Bundle, BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
 
 # Small calibration sets keep the suite fast; the method is the same as for full-size builds.
@@ -44,3 +50,23 @@ def clipseg_tiny_int8_budget() -> Budget:
     recipe = BUDGETS["int8"]
     encoders = Tolerance(cosine_min=0.9, atol=0.3, rtol=0.3, max_outside=0.2)
     return Budget({**recipe.outputs, "*": encoders}, recipe.tasks)
+
+
+def bundle_with_narrowed_int8_ranges(built: Path, graphs: Sequence[str], out: Path) -> Bundle:
+    """A consistent copy of an INT8 bundle whose ``graphs`` have activation scales 8x too small (most
+    values saturate): a broken calibration, re-hashed so only the verification can reject it."""
+    broken = out / "broken"
+    shutil.copytree(built, broken)
+    for graph in graphs:
+        model = onnx.load(str(broken / graph))
+        for init in model.graph.initializer:
+            if init.name.endswith("_qdq_scale"):
+                scale = numpy_helper.to_array(init)
+                init.CopyFrom(numpy_helper.from_array((scale / 8).astype(scale.dtype), init.name))
+        onnx.save(model, str(broken / graph))
+    with BundleWriter(out / "rehashed") as writer:
+        for path in broken.rglob("*"):
+            if path.is_file() and path.name != "manifest.json":
+                shutil.copyfile(path, writer.path(path.relative_to(broken).as_posix()))
+        writer.commit(Bundle.load(built).manifest)
+    return Bundle.load(out / "rehashed")

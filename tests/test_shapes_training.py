@@ -86,6 +86,44 @@ def test_segmentation_loss_is_low_for_the_right_mask_and_high_for_the_wrong_one(
     )
 
 
+def test_the_segmentation_head_starts_unsaturated_at_the_cover_prior() -> None:
+    """The class's initial decoder spreads logits by hundreds; after calm_output_head the first
+    batch's logits have unit spread, centred near the log-odds of the true cover."""
+    from transformers import CLIPSegForImageSegmentation
+
+    torch.manual_seed(0)
+    model = CLIPSegForImageSegmentation(configs.clipseg_config())
+    images = np.stack([s.image for s in shapes.samples("train", 0, 4)])
+    pixels = common.pixel_values(images, configs.CLIPSEG_PREPROCESS)
+    tokenizer = vocab.clip_tokenizer()
+    ids = torch.tensor([tokenizer.encode("the red circle").ids] * 4)
+    tokens = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        before = model(pixel_values=pixels, **tokens).logits
+    train_clipseg.calm_output_head(model, pixels, tokens, cover=0.05)
+    with torch.no_grad():
+        after = model(pixel_values=pixels, **tokens).logits
+    assert before.std() > 20
+    assert abs(float(after.std()) - 1.0) < 1e-3
+    assert abs(float(after.mean()) - np.log(0.05 / 0.95)) < 1.0
+
+
+def test_cell_labels_name_the_object_covering_each_cell() -> None:
+    for sample in shapes.samples("train", 0, 8):
+        cells = train_florence2.cell_labels(sample).reshape(8, 8)  # 16 px cells of a 128 px image
+        assert set(np.unique(cells)) <= set(range(1 + len(shapes.LABELS)))
+        for obj in sample.objects:
+            rows, cols = np.nonzero(obj.mask)
+            centre = (int(rows.mean()) // 16, int(cols.mean()) // 16)
+            if (
+                obj.mask[centre[0] * 16 : centre[0] * 16 + 16, centre[1] * 16 : centre[1] * 16 + 16].mean()
+                >= 0.5
+            ):
+                assert cells[centre] == 1 + shapes.LABELS.index(obj.name), (sample.index, obj.name)
+        covered = sum(int(o.mask.sum()) for o in sample.objects)
+        assert 0 < np.count_nonzero(cells) * 256 < 2 * covered + 256 * 8  # about the objects' area
+
+
 @pytest.mark.integration
 def test_each_trainer_runs_and_its_model_saves_and_scores(tmp_path: Path) -> None:
     """Two steps of each trainer on a handful of images: the plumbing, not the accuracy."""

@@ -110,8 +110,7 @@ MODELS: dict[str, ShapesModel] = {
 
 
 # The models whose trained folders ship in models/weights/ (and that `make tiny-models` retrains).
-# CLIPSeg and Florence-2 have trainers but no folder yet: neither has been trained to its target.
-COMMITTED = ("clip",)
+COMMITTED = ("clip", "clipseg")
 
 
 def get(key: str) -> ShapesModel:

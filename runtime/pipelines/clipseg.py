@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -20,7 +20,8 @@ from PIL import Image
 from trtdeploy.runtime.bundle import Bundle, Manifest
 from trtdeploy.runtime.engine import Engine
 from trtdeploy.runtime.errors import ArtifactError, InputValidationError, VerificationError
-from trtdeploy.runtime.metrics import mask_iou
+from trtdeploy.runtime.masks import decode_mask
+from trtdeploy.runtime.metrics import mask_iou, mean_iou
 from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess, to_rgb
 from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
 from trtdeploy.runtime.tokenize import TextTokenizer
@@ -214,7 +215,12 @@ class ClipSegPipeline:
     @staticmethod
     def task_metrics(manifest: Manifest, reference: Outputs, actual: Outputs) -> list[TaskResult]:
         """Mask IoU, end to end: the masks of the decoder run on the engines' own encoder outputs
-        against the PyTorch reference masks, per held-out image × prompt, averaged."""
+        against the PyTorch reference masks, per held-out image × prompt, averaged. Where the
+        reference images carry ground-truth masks (the shapes models), the gate is the mean IoU
+        against them, held to within the budget's mean_iou_drop of PyTorch FP32's, and agreement
+        with FP32 is reported: most of those pairs name an object the image lacks, where a trained
+        model leaves a few stray pixels that any rounding moves, so one pair's IoU swings 0 to 1
+        (measured INT8: 0.90 over 400 pairs, worst 0.0, while IoU against the truth held)."""
         minimum = manifest.budget.tasks.get("mask_iou")
         threshold = float(manifest.pipeline_config["threshold"])
         key = end_to_end_key(DECODER)
@@ -232,9 +238,45 @@ class ClipSegPipeline:
             f"{images} images × {prompts} prompts at {height}×{width}, end to end; worst pair {worst:.4f}; "
             f"decoder alone {alone:.4f}; reference masks cover {cover:.1%} of pixels"
         )
+        truth = manifest.pipeline_config.get("ground_truth")
+        if truth is not None:
+            return [
+                TaskResult(
+                    "mask_iou", value, 0.0, detail + " (reported; mean IoU against the truth is the gate)"
+                ),
+                iou_against_truth(manifest, ref, actual[key][LOGITS], truth),
+            ]
         if minimum is None:  # a budget may judge the logits alone; the metric is still reported
             return [TaskResult("mask_iou", value, 0.0, detail + " (not gated by this budget)")]
         return [TaskResult("mask_iou", value, minimum, detail)]
+
+
+def iou_against_truth(
+    manifest: Manifest, reference: np.ndarray, actual: np.ndarray, truth: Mapping[str, Any]
+) -> TaskResult:
+    """Mean IoU of the engine's masks against the ground-truth masks of the referred objects (the
+    shapes models), which may fall at most the budget's mean_iou_drop below PyTorch FP32's own."""
+    threshold = float(manifest.pipeline_config["threshold"])
+    size = (int(truth["mask_size"][0]), int(truth["mask_size"][1]))
+    pairs = list(truth["referred"])  # each {"image": i, "prompt": p, "mask": run lengths}
+    if reference.shape[-2:] != size:
+        raise VerificationError(
+            f"the ground-truth masks are {size[0]}×{size[1]} but the logits {reference.shape[-2:]}; the bundle's "
+            "pipeline.json does not match its graphs. Rebuild the bundle."
+        )
+    masks = [decode_mask(pair["mask"], size) for pair in pairs]
+
+    def mean_against_truth(logits: np.ndarray) -> float:
+        found = [sigmoid(logits[pair["image"], pair["prompt"]]) > threshold for pair in pairs]
+        return mean_iou(found, masks)
+
+    reference_iou, engine_iou = mean_against_truth(reference), mean_against_truth(actual)
+    allowed = manifest.budget.tasks.get("mean_iou_drop", 0.0)
+    detail = (
+        f"{len(pairs)} referred objects, end to end; PyTorch FP32 {reference_iou:.4f}, drop "
+        f"{reference_iou - engine_iou:+.4f} (at most {allowed})"
+    )
+    return TaskResult("mean_iou", engine_iou, round(reference_iou - allowed, 6), detail)
 
 
 def mask_agreement(reference: np.ndarray, actual: np.ndarray, threshold: float) -> tuple[float, float]:
