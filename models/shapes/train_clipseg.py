@@ -117,10 +117,8 @@ def calm_output_head(
     that an object covers ``cover`` of the pixels, is the usual cure for a segmentation head.
     """
     last = model.decoder.transposed_convolution[-1]
-    if not isinstance(last, torch.nn.ConvTranspose2d):
-        raise TypeError(
-            f"expected the CLIPSeg decoder to end in a ConvTranspose2d; got {type(last).__name__}"
-        )
+    if not isinstance(last, torch.nn.ConvTranspose2d) or last.bias is None:
+        raise TypeError(f"expected the CLIPSeg decoder to end in a ConvTranspose2d with a bias; got {last!r}")
     with torch.no_grad():
         spread = float(model(pixel_values=pixels, **tokens).logits.std())
         last.weight.div_(spread)
