@@ -153,6 +153,15 @@ def write_text_tokenizer(loaded: LoadedModel, writer: BundleWriter, text_config:
     return TokenizerAsset(path, ids.eos, min(MAX_LENGTH, int(text_config.max_position_embeddings)))
 
 
+def bundle_text_tokenizer(writer: BundleWriter, assets: Mapping[str, str]) -> TextTokenizer:
+    """The tokenizer a bundle being written will run with: its tokenizer asset, padded and truncated
+    as its pipeline.json says (what write_text_tokenizer recorded)."""
+    config = json.loads(writer.path(assets["pipeline"]).read_text(encoding="utf-8"))
+    return TextTokenizer(
+        writer.path(assets["tokenizer"]), max_length=config["max_text_length"], pad_id=config["pad_id"]
+    )
+
+
 class ClipRecipe(Recipe):
     name = "clip"
     pipeline = "clip"
@@ -240,7 +249,7 @@ class ClipRecipe(Recipe):
     ) -> dict[str, Feeds]:
         config: Any = loaded.model.config
         preprocess = preprocess_for(int(config.vision_config.image_size))
-        tokenizer = self._tokenizer(loaded, writer, assets)
+        tokenizer = bundle_text_tokenizer(writer, assets)
         if loaded.trained_on_shapes:
             images = [Image.fromarray(s.image) for s in shapes_reference_samples()]
             prompts = [shapes.label_prompt(label) for label in shapes.LABELS]
@@ -258,18 +267,11 @@ class ClipRecipe(Recipe):
     ) -> dict[str, tuple[Feeds, ...]]:
         config: Any = loaded.model.config
         pixels = preprocess_for(int(config.vision_config.image_size))(list(raw.images))
-        tokenizer = self._tokenizer(loaded, writer, assets)
+        tokenizer = bundle_text_tokenizer(writer, assets)
         return {
             "vision": batched({"pixel_values": pixels}, batch),
             "text": batched(tokenizer(list(raw.prompts)), batch),
         }
-
-    @staticmethod
-    def _tokenizer(loaded: LoadedModel, writer: BundleWriter, assets: Mapping[str, str]) -> TextTokenizer:
-        config = json.loads(writer.path(assets["pipeline"]).read_text(encoding="utf-8"))
-        return TextTokenizer(
-            writer.path(assets["tokenizer"]), max_length=config["max_text_length"], pad_id=config["pad_id"]
-        )
 
     def budget(self, precision: str) -> Budget:
         return BUDGETS[precision]

@@ -45,7 +45,13 @@ from trtdeploy.calibration import shapes
 from trtdeploy.calibration.data import RawCalibrationData, batched
 from trtdeploy.calibration.images import EVALUATION_IMAGES, load_images
 from trtdeploy.calibration.prompts import SEGMENTATION_PROMPTS
-from trtdeploy.models.clip import LEGACY_TEXT_IDS, VOCAB_SIZE, TextIds, write_text_tokenizer
+from trtdeploy.models.clip import (
+    LEGACY_TEXT_IDS,
+    VOCAB_SIZE,
+    TextIds,
+    bundle_text_tokenizer,
+    write_text_tokenizer,
+)
 from trtdeploy.models.recipe import Component, Feeds, LoadedModel, Preset, Recipe
 from trtdeploy.runtime.bundle import BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
@@ -62,7 +68,6 @@ from trtdeploy.runtime.pipelines.clipseg import (
 )
 from trtdeploy.runtime.preprocess import ImagePreprocess
 from trtdeploy.runtime.specs import DimRange, IOSpec, TensorSpec
-from trtdeploy.runtime.tokenize import TextTokenizer
 
 PROCESSOR_SIZE = 352  # CIDAS/clipseg-rd64-refined's preprocessor_config.json: 352 x 352
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -360,7 +365,7 @@ class ClipSegRecipe(Recipe):
             images, prompts = load_images(EVALUATION_IMAGES), list(SEGMENTATION_PROMPTS)
         return {
             IMAGE_ENCODER: {"pixel_values": preprocess_of(loaded.model)(images)},
-            TEXT_ENCODER: _tokenizer(writer, assets)(prompts),
+            TEXT_ENCODER: bundle_text_tokenizer(writer, assets)(prompts),
         }
 
     def calibration_feeds(
@@ -374,7 +379,7 @@ class ClipSegRecipe(Recipe):
         """Images and prompts for the encoders; for the decoder, (image, prompt) pairs of the
         hidden states and embeddings the PyTorch encoders produce on those same images and prompts."""
         pixels = preprocess_of(loaded.model)(list(raw.images))  # (N, 3, S, S)
-        tokens = _tokenizer(writer, assets)(list(raw.prompts))
+        tokens = bundle_text_tokenizer(writer, assets)(list(raw.prompts))
         hidden = _torch_outputs(ImageEncoderExport(loaded.model), {"pixel_values": pixels}, batch)
         conditional = _torch_outputs(TextEncoderExport(loaded.model), tokens, batch)[0]  # (N, E)
         return {
@@ -414,13 +419,6 @@ def _torch_outputs(module: torch.nn.Module, feeds: Feeds, batch: int) -> list[np
             values = result if isinstance(result, tuple) else (result,)
             chunks.append([v.numpy() for v in values])
     return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
-
-
-def _tokenizer(writer: BundleWriter, assets: Mapping[str, str]) -> TextTokenizer:
-    config = json.loads(writer.path(assets["pipeline"]).read_text(encoding="utf-8"))
-    return TextTokenizer(
-        writer.path(assets["tokenizer"]), max_length=config["max_text_length"], pad_id=config["pad_id"]
-    )
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,8 +12,10 @@ from onnx import numpy_helper
 
 from trtdeploy.build import BuildResult, BuildSettings, BundleFromRecipe, ExportedModel
 from trtdeploy.calibration.data import CalibrationSettings
+from trtdeploy.models.recipe import COMMITTED_WEIGHTS
 from trtdeploy.runtime.bundle import Bundle, BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
+from trtdeploy.runtime.verify import TaskResult
 
 # Small calibration sets keep the suite fast; the method is the same as for full-size builds.
 TEST_CALIBRATION = CalibrationSettings(count=16, batch=8)
@@ -70,3 +73,37 @@ def bundle_with_narrowed_int8_ranges(built: Path, graphs: Sequence[str], out: Pa
                 shutil.copyfile(path, writer.path(path.relative_to(broken).as_posix()))
         writer.commit(Bundle.load(built).manifest)
     return Bundle.load(out / "rehashed")
+
+
+SHAPES_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def build_shapes_bundles(model: str, preset: str, root: Path) -> dict[str, BuildResult]:
+    """FP32, FP16 and INT8 bundles of a committed shapes model, calibrated on 64 shapes images."""
+    return {
+        precision: BundleFromRecipe(
+            BuildSettings(
+                model=model,
+                preset=preset,
+                precision=precision,
+                target="onnxruntime",
+                out=root / precision,
+                quiet=True,
+                calibration=CalibrationSettings(count=64),
+            )
+        )()
+        for precision in SHAPES_PRECISIONS
+    }
+
+
+def task_result(tasks: Sequence[TaskResult], name: str) -> TaskResult:
+    found = {t.name: t for t in tasks}
+    assert name in found, f"no {name} in the report; got {sorted(found)}"
+    return found[name]
+
+
+def carries_committed_tokenizer(bundle: Path, preset: str) -> bool:
+    """Whether the bundle's tokenizer has the committed weights folder's own vocabulary."""
+    ours = json.loads((bundle / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+    committed = json.loads((COMMITTED_WEIGHTS / preset / "tokenizer.json").read_text(encoding="utf-8"))
+    return bool(ours["model"]["vocab"] == committed["model"]["vocab"])

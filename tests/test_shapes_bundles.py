@@ -13,10 +13,14 @@ import json
 from pathlib import Path
 
 import pytest
-from builders import bundle_with_narrowed_int8_ranges
+from builders import (
+    build_shapes_bundles,
+    bundle_with_narrowed_int8_ranges,
+    carries_committed_tokenizer,
+    task_result,
+)
 
-from trtdeploy.build import BuildResult, BuildSettings, BundleFromRecipe
-from trtdeploy.calibration.data import CalibrationSettings
+from trtdeploy.build import BuildResult
 from trtdeploy.models.recipe import COMMITTED_WEIGHTS
 from trtdeploy.models.shapes import card
 from trtdeploy.runtime.targets import open_engines
@@ -29,27 +33,11 @@ PRESET = "clip-shapes-tiny"
 
 @pytest.fixture(scope="module")
 def shapes_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuildResult]:
-    root = tmp_path_factory.mktemp("shapes-clip")
-    return {
-        precision: BundleFromRecipe(
-            BuildSettings(
-                model="clip",
-                preset=PRESET,
-                precision=precision,
-                target="onnxruntime",
-                out=root / precision,
-                quiet=True,
-                calibration=CalibrationSettings(count=64),
-            )
-        )()
-        for precision in ("fp32", "fp16", "int8")
-    }
+    return build_shapes_bundles("clip", PRESET, tmp_path_factory.mktemp("shapes-clip"))
 
 
 def top1_result(tasks: tuple[TaskResult, ...]) -> TaskResult:
-    found = {t.name: t for t in tasks}
-    assert "zero_shot_top1" in found, f"no ground-truth top-1 in the report; got {sorted(found)}"
-    return found["zero_shot_top1"]
+    return task_result(tasks, "zero_shot_top1")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
@@ -75,10 +63,7 @@ def test_the_reference_is_the_trained_model(shapes_bundles: dict[str, BuildResul
 
 
 def test_the_bundle_carries_the_models_own_tokenizer(shapes_bundles: dict[str, BuildResult]) -> None:
-    bundle = shapes_bundles["fp32"].bundle
-    ours = json.loads((bundle / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
-    committed = json.loads((COMMITTED_WEIGHTS / PRESET / "tokenizer.json").read_text(encoding="utf-8"))
-    assert ours["model"]["vocab"] == committed["model"]["vocab"]
+    assert carries_committed_tokenizer(shapes_bundles["fp32"].bundle, PRESET)
 
 
 def test_int8_calibrates_on_the_shapes_calibration_split(shapes_bundles: dict[str, BuildResult]) -> None:

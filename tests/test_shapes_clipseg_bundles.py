@@ -9,14 +9,17 @@ decoder whose activation scales are too small is rejected on IoU against the tru
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from builders import bundle_with_narrowed_int8_ranges
+from builders import (
+    build_shapes_bundles,
+    bundle_with_narrowed_int8_ranges,
+    carries_committed_tokenizer,
+    task_result,
+)
 
-from trtdeploy.build import BuildResult, BuildSettings, BundleFromRecipe
-from trtdeploy.calibration.data import CalibrationSettings
+from trtdeploy.build import BuildResult
 from trtdeploy.models.recipe import COMMITTED_WEIGHTS
 from trtdeploy.models.shapes import card
 from trtdeploy.runtime.targets import open_engines
@@ -29,27 +32,11 @@ PRESET = "clipseg-shapes-tiny"
 
 @pytest.fixture(scope="module")
 def seg_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuildResult]:
-    root = tmp_path_factory.mktemp("shapes-clipseg")
-    return {
-        precision: BundleFromRecipe(
-            BuildSettings(
-                model="clipseg",
-                preset=PRESET,
-                precision=precision,
-                target="onnxruntime",
-                out=root / precision,
-                quiet=True,
-                calibration=CalibrationSettings(count=64),
-            )
-        )()
-        for precision in ("fp32", "fp16", "int8")
-    }
+    return build_shapes_bundles("clipseg", PRESET, tmp_path_factory.mktemp("shapes-clipseg"))
 
 
 def truth_result(tasks: tuple[TaskResult, ...]) -> TaskResult:
-    found = {t.name: t for t in tasks}
-    assert "mean_iou" in found, f"no ground-truth mean IoU in the report; got {sorted(found)}"
-    return found["mean_iou"]
+    return task_result(tasks, "mean_iou")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
@@ -76,10 +63,7 @@ def test_the_reference_is_the_trained_model(seg_bundles: dict[str, BuildResult])
 
 
 def test_the_bundle_carries_the_models_own_tokenizer(seg_bundles: dict[str, BuildResult]) -> None:
-    bundle = seg_bundles["fp32"].bundle
-    ours = json.loads((bundle / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
-    committed = json.loads((COMMITTED_WEIGHTS / PRESET / "tokenizer.json").read_text(encoding="utf-8"))
-    assert ours["model"]["vocab"] == committed["model"]["vocab"]
+    assert carries_committed_tokenizer(seg_bundles["fp32"].bundle, PRESET)
 
 
 def test_a_broken_calibration_fails_the_iou_gate(seg_bundles: dict[str, BuildResult], tmp_path: Path) -> None:
