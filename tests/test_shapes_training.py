@@ -12,6 +12,7 @@ import torch
 from trtdeploy.calibration import shapes
 from trtdeploy.models.shapes import common, configs, train_clip, train_clipseg, train_florence2, vocab
 from trtdeploy.models.shapes.models import get
+from trtdeploy.runtime.locations import quantize_boxes
 
 
 def test_index_batches_are_seeded_shuffled_epochs() -> None:
@@ -122,6 +123,37 @@ def test_cell_labels_name_the_object_covering_each_cell() -> None:
                 assert cells[centre] == 1 + shapes.LABELS.index(obj.name), (sample.index, obj.name)
         covered = sum(int(o.mask.sum()) for o in sample.objects)
         assert 0 < np.count_nonzero(cells) * 256 < 2 * covered + 256 * 8  # about the objects' area
+
+
+def test_cell_boxes_hold_the_location_bins_of_the_covering_object() -> None:
+    size = (shapes.IMAGE_SIZE, shapes.IMAGE_SIZE)
+    for sample in shapes.samples("train", 0, 8):
+        labels = train_florence2.cell_labels(sample)  # (cells,)
+        boxes = train_florence2.cell_boxes(sample)  # (cells, 4)
+        assert np.array_equal(boxes[labels == 0], np.full((int((labels == 0).sum()), 4), -1))
+        for obj, bins in zip(sample.objects, quantize_boxes(sample.boxes, size), strict=True):
+            mine = labels == 1 + shapes.LABELS.index(obj.name)
+            assert mine.any(), (sample.index, obj.name)  # every object teaches at least one cell
+            assert (boxes[mine] == bins).all()
+
+
+def test_cell_box_loss_prefers_queries_at_the_right_bins_and_ignores_background() -> None:
+    bins, dim = 1000, 16
+    angles = torch.arange(bins, dtype=torch.float32)[:, None] / (4.0 * 2.0 ** torch.arange(dim // 2))
+    embeddings = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (bins, D): nearby bins alike
+    soft = torch.eye(bins)
+    boxes = torch.tensor([[[100, 200, 300, 400], [-1, -1, -1, -1]]])  # (B=1, cells=2, 4)
+    right = torch.zeros(1, 2, 4, dim)
+    right[0, 0] = 5 * embeddings[boxes[0, 0]]
+    wrong = right.clone()
+    wrong[0, 0] = 5 * embeddings[boxes[0, 0] + 37]
+    loss = train_florence2.cell_box_loss(right, boxes, embeddings, soft)
+    assert loss < train_florence2.cell_box_loss(wrong, boxes, embeddings, soft)
+    noisy_background = right.clone()
+    noisy_background[0, 1] = torch.randn(4, dim)
+    assert train_florence2.cell_box_loss(noisy_background, boxes, embeddings, soft) == loss
+    nothing_covered = torch.full_like(boxes, -1)
+    assert train_florence2.cell_box_loss(right, nothing_covered, embeddings, soft) == 0.0
 
 
 @pytest.mark.integration
