@@ -110,6 +110,7 @@ TINY_MODELS := $(VENV)/bin/python -m trtdeploy.models.shapes
 tiny-models: $(STAMP)
 	$(TINY_MODELS) train clip --out $(TINY_OUT)/clip-shapes-tiny
 	$(TINY_MODELS) train clipseg --out $(TINY_OUT)/clipseg-shapes-tiny
+	$(TINY_MODELS) train florence2 --out $(TINY_OUT)/florence2-shapes-tiny
 	$(if $(filter models/weights models/weights/,$(TINY_OUT)),,$(TINY_MODELS) compare $(TINY_OUT) models/weights)
 
 clean:

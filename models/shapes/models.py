@@ -110,7 +110,7 @@ MODELS: dict[str, ShapesModel] = {
 
 
 # The models whose trained folders ship in models/weights/ (and that `make tiny-models` retrains).
-COMMITTED = ("clip", "clipseg")
+COMMITTED = ("clip", "clipseg", "florence2")
 
 
 def get(key: str) -> ShapesModel:
