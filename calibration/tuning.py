@@ -1,9 +1,10 @@
 """How the INT8 fallback judges a candidate: the bundle's own budget, on calibration data.
 
 The held-out evaluation set decides whether a build passes, so it must not also steer which
-layers stay in FP16; candidates are judged on the last calibration batch of every component
-against the FP32 graph's outputs on that batch (a chained component, fed by others, on what the
-FP32 graphs of those give).
+layers stay in FP16; candidates are judged on the last calibration batch of every source component
+against what the FP32 graphs make of it, run through the pipeline's flow (a chained component is
+fed what the FP32 graphs of the components before it give), exactly as verification judges a
+bundle against the PyTorch reference.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 from trtdeploy.calibration.data import CalibrationSet
 from trtdeploy.runtime.bundle import Manifest
-from trtdeploy.runtime.onnxruntime_backend import OrtEngine, OrtSettings
+from trtdeploy.runtime.executor import Executor, ReferenceSet
+from trtdeploy.runtime.onnxruntime_backend import OrtSettings
 from trtdeploy.runtime.pipelines import pipeline_class
-from trtdeploy.runtime.verify import Outputs, run_graphs
+from trtdeploy.runtime.verify import verify
 
 
 class TuningEvaluator:
@@ -36,23 +36,16 @@ class TuningEvaluator:
         config = {k: v for k, v in manifest.pipeline_config.items() if k != "ground_truth"}
         self.manifest = dataclasses.replace(manifest, pipeline_config=config)
         self.settings = OrtSettings(target=target, threads=threads)
+        self.interfaces = {e.name: e.io for e in manifest.components}
         pipeline = pipeline_class(manifest.pipeline)
-        recorded = [c for c in fp32_graphs if c not in pipeline.chained]
-        self.inputs: Outputs = {c: list(calibration.batches(c))[-1] for c in recorded}
-        self.reference: Outputs = {c: self._fp32(c, fp32_graphs[c]) for c in recorded}
-        # A chained component (CLIPSeg's decoder) is fed the FP32 outputs of the components that
-        # feed it, as verification feeds it the reference's, so its reference is end to end too.
-        chained = pipeline.chained_feeds(self.reference)
-        for component in pipeline.chained:
-            self.inputs[component] = chained[component]
-            self.reference[component] = self._fp32(component, fp32_graphs[component])
-
-    def _fp32(self, component: str, path: Path) -> dict[str, np.ndarray]:
-        with OrtEngine(component, path, self.manifest.component(component).io, self.settings) as engine:
-            return engine.run_in_chunks(self.inputs[component])
+        sources = {c: list(calibration.batches(c))[-1] for c in pipeline.sources}
+        with Executor.for_graphs(self.interfaces, fp32_graphs, self.settings) as fp32:
+            runs = pipeline.flow(fp32, sources, config)
+        self.reference = ReferenceSet(runs.inputs, runs.outputs)
 
     def __call__(self, graphs: Mapping[str, Path]) -> tuple[bool, str]:
-        report = run_graphs(self.manifest, graphs, self.inputs, self.reference, self.settings, form="tuning")
+        with Executor.for_graphs(self.interfaces, graphs, self.settings) as candidate:
+            report = verify(self.manifest, candidate, self.reference, self.settings.target, form="tuning")
         parts = [f"{c.component}/{c.output} cos {c.cosine:.5f}" for c in report.comparisons]
         parts += [f"{t.name} {t.value:.3f}" for t in report.tasks]
         return report.passed, ", ".join(parts)

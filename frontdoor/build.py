@@ -39,13 +39,15 @@ from trtdeploy.models.recipe import Component, LoadedModel, Recipe
 from trtdeploy.models.reference import TorchEngine
 from trtdeploy.models.registry import get_recipe
 from trtdeploy.progress import Progress
-from trtdeploy.runtime.bundle import Bundle, BundleWriter, ComponentEntry, Manifest
+from trtdeploy.runtime.bundle import TASK_REFERENCE, Bundle, BundleWriter, ComponentEntry, Manifest
 from trtdeploy.runtime.compare import Budget
 from trtdeploy.runtime.errors import BackendUnavailable, ExportError
+from trtdeploy.runtime.executor import Executor, ReferenceSet
 from trtdeploy.runtime.onnxruntime_backend import ORT_TARGETS, OrtSettings
 from trtdeploy.runtime.pipelines import pipeline_class
+from trtdeploy.runtime.reports import VerificationReport, raise_if_failed
 from trtdeploy.runtime.targets import DEFAULT_TARGET
-from trtdeploy.runtime.verify import Outputs, VerificationReport, raise_if_failed, run_graphs
+from trtdeploy.runtime.verify import verify
 
 TOOL_PACKAGES = (
     "trtdeploy",
@@ -58,6 +60,7 @@ TOOL_PACKAGES = (
     "tokenizers",
 )
 FAST_FORM_TARGET = "onnxruntime"  # the target whose fast form INT8 bundles carry
+TASK_REFERENCE_FILE = "reference/tasks.npz"
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ class BundleFromRecipe:
         with BundleWriter(s.bundle_dir()) as writer:
             with progress.step("recording held-out reference inputs and PyTorch outputs"):
                 assets = self.recipe.write_assets(exported.loaded, writer)
-                inputs, reference = self._write_references(exported, writer, assets)
+                reference = self._write_references(exported, writer, assets)
             manifest = self._manifest(exported, assets, writer)
             with progress.step(f"making the {s.precision} graphs"):
                 outcome = self._precision(exported, writer, assets, manifest, progress)
@@ -186,7 +189,7 @@ class BundleFromRecipe:
             with progress.step("checking every node against TensorRT's ONNX operator table"):
                 lint = self._lint(entries, writer, progress)
             with progress.step(f"verifying the {s.precision} bundle on {self._verify_target()}"):
-                reports = self._verify(manifest, writer, inputs, reference)
+                reports = self._verify(manifest, writer, reference)
                 writer.write_json("verification.json", {"reports": [r.to_json() for r in reports]})
                 writer.write_text("verification.md", "\n".join(r.to_markdown() for r in reports))
             failed = [r for r in reports if not r.passed]
@@ -289,44 +292,47 @@ class BundleFromRecipe:
 
     def _write_references(
         self, exported: ExportedModel, writer: BundleWriter, assets: dict[str, str]
-    ) -> tuple[Outputs, Outputs]:
-        """(inputs, PyTorch outputs) per component on the held-out set, also written to the bundle.
+    ) -> ReferenceSet:
+        """Every component's inputs and PyTorch outputs on the held-out set, written to the bundle.
 
-        A chained component (CLIPSeg's decoder) is fed the PyTorch outputs of the components that
-        feed it, so its reference outputs are also the reference of the whole pipeline.
+        The pipeline's flow runs the PyTorch reference from the recorded source inputs, so a
+        chained component (CLIPSeg's decoder) is fed what the reference components feed it and its
+        reference outputs are also the reference of the whole pipeline. A recipe may add task
+        references (whole answers, e.g. transformers' generate() tokens).
         """
-        inputs = self.recipe.reference_inputs(exported.loaded, writer, assets)
-        engines = {c.name: TorchEngine(c, exported.loaded.model) for c in exported.components}
-        pipeline = pipeline_class(self.recipe.pipeline)
-        outputs: Outputs = {
-            name: engine.run_in_chunks(inputs[name])
-            for name, engine in engines.items()
-            if name not in pipeline.chained
-        }
-        chained = pipeline.chained_feeds(outputs)
-        for name in pipeline.chained:
-            inputs[name] = chained[name]
-            outputs[name] = engines[name].run_in_chunks(inputs[name])
-        for name in engines:
-            writer.write_npz(f"reference/{name}.inputs.npz", inputs[name])
-            writer.write_npz(f"reference/{name}.outputs.npz", outputs[name])
-        return inputs, outputs
+        loaded = exported.loaded
+        sources = self.recipe.reference_inputs(loaded, writer, assets)
+        reference_model = Executor({c.name: TorchEngine(c, loaded.model) for c in exported.components})
+        config = json.loads(writer.path(assets["pipeline"]).read_text(encoding="utf-8"))
+        runs = pipeline_class(self.recipe.pipeline).flow(reference_model, sources, config)
+        for component in exported.components:
+            writer.write_npz(f"reference/{component.name}.inputs.npz", runs.inputs[component.name])
+            writer.write_npz(f"reference/{component.name}.outputs.npz", runs.outputs[component.name])
+        tasks = self.recipe.task_references(loaded, writer, assets, runs)
+        if tasks:
+            writer.write_npz(
+                TASK_REFERENCE_FILE,
+                {f"{task}/{name}": v for task, arrays in tasks.items() for name, v in arrays.items()},
+            )
+            assets[TASK_REFERENCE] = TASK_REFERENCE_FILE
+        return ReferenceSet(runs.inputs, runs.outputs, tasks)
 
     def _verify(
-        self, manifest: Manifest, writer: BundleWriter, inputs: Outputs, reference: Outputs
+        self, manifest: Manifest, writer: BundleWriter, reference: ReferenceSet
     ) -> list[VerificationReport]:
         """One report per form: the precision-explicit graph, then the target's fast form if any."""
         target = self._verify_target()
         settings = OrtSettings(target=target, threads=self.settings.threads)
+        interfaces = {e.name: e.io for e in manifest.components}
         graphs = {e.name: writer.path(e.onnx) for e in manifest.components}
-        reports = [run_graphs(manifest, graphs, inputs, reference, settings, form="graph")]
+        forms = {"graph": graphs}
         fast = {e.name: writer.path(e.forms[target]) for e in manifest.components if target in e.forms}
         if fast:
-            reports.append(
-                run_graphs(
-                    manifest, {**graphs, **fast}, inputs, reference, settings, form=f"{target} fast form"
-                )
-            )
+            forms[f"{target} fast form"] = {**graphs, **fast}
+        reports = []
+        for form, files in forms.items():
+            with Executor.for_graphs(interfaces, files, settings) as run:
+                reports.append(verify(manifest, run, reference, target, form))
         return reports
 
     def _verify_target(self) -> str:

@@ -38,7 +38,6 @@ from trtdeploy.runtime.targets import AUTO_TARGET, TARGETS, resolve_target
 if TYPE_CHECKING:
     from trtdeploy.bench import BenchSettings
     from trtdeploy.build import BuildSettings
-    from trtdeploy.runtime.bundle import Bundle
 
 # Not an error: the bundle is complete and verified; the TensorRT plans can only be built where
 # TensorRT and the GPU that will run them are.
@@ -145,7 +144,9 @@ def _parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="CLIPSeg: mask threshold on probabilities (default: the bundle's)"
     )
     p.add_argument("--out-dir", type=Path, help="CLIPSeg: write each mask as a PNG here")
+    p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
     p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("info", help="show what a bundle holds")
@@ -334,8 +335,9 @@ def _lint(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from trtdeploy.runtime.bundle import Bundle
+    from trtdeploy.runtime.reports import raise_if_failed
     from trtdeploy.runtime.targets import open_engines
-    from trtdeploy.runtime.verify import raise_if_failed, verify_bundle
+    from trtdeploy.runtime.verify import verify_bundle
 
     bundle = Bundle.load(args.bundle)
     target = resolve_target(args.target)
@@ -349,79 +351,27 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from PIL import Image
-
+    """The bundle's pipeline answers for each image; which options apply is the pipeline's call."""
     from trtdeploy.runtime.bundle import Bundle
-    from trtdeploy.runtime.errors import ArtifactError
-    from trtdeploy.runtime.pipelines.clip import ClipPipeline
+    from trtdeploy.runtime.pipelines import RunRequest, pipeline_class
 
     bundle = Bundle.load(args.bundle)
-    if bundle.manifest.pipeline == "clipseg":
-        return _run_clipseg(bundle, args)
-    if bundle.manifest.pipeline != "clip":
-        raise ArtifactError(f"`trtdeploy run` does not handle the {bundle.manifest.pipeline!r} pipeline yet.")
-    labels = _text_list(
-        args.labels, "--labels", "a CLIP bundle ranks labels, e.g. --labels 'a cat,a dog'", args
+    options = {option: getattr(args, dest) for option, dest in RUN_OPTIONS.items()}
+    request = RunRequest(
+        images=tuple(args.image),
+        options={k: v for k, v in options.items() if v is not None},
+        target=resolve_target(args.target),
+        threads=args.threads,
+        out_dir=args.out_dir,
+        as_json=args.json,
     )
-    pipeline = ClipPipeline.from_bundle(bundle, resolve_target(args.target))
-    for path in args.image:
-        with Image.open(path) as image:
-            ranked = pipeline.zero_shot(image.convert("RGB"), labels)
-        print(f"{path}:")
-        for item in ranked:
-            print(f"  {item.probability:7.2%}  {item.label}")
+    for line in pipeline_class(bundle.manifest.pipeline).run_cli(bundle, request):
+        print(line)
     return 0
 
 
-def _text_list(value: str | None, option: str, usage: str, args: argparse.Namespace) -> list[str]:
-    """The comma-separated texts of ``option``; refuses it missing or empty, and the other
-    pipeline's options, instead of ignoring them."""
-    from trtdeploy.runtime.errors import InputValidationError
-
-    others = {"--labels": args.labels, "--prompts": args.prompts}
-    others.pop(option)
-    if option == "--labels":
-        others.update({"--threshold": args.threshold, "--out-dir": args.out_dir})
-    given = sorted(name for name, v in others.items() if v is not None)
-    if given:
-        raise InputValidationError(f"{', '.join(given)} do not apply here: {usage}.")
-    texts = [t.strip() for t in (value or "").split(",") if t.strip()]
-    if not texts:
-        raise InputValidationError(f"{option} is missing or empty: {usage}.")
-    return texts
-
-
-def _run_clipseg(bundle: Bundle, args: argparse.Namespace) -> int:
-    """Masks of each image for every prompt: the share of pixels each covers, and PNGs with --out-dir."""
-    import re
-
-    import numpy as np
-    from PIL import Image
-
-    from trtdeploy.runtime.pipelines.clipseg import ClipSegPipeline
-
-    prompts = _text_list(
-        args.prompts,
-        "--prompts",
-        "a CLIPSeg bundle segments by prompts, e.g. --prompts 'a cat,the sky'",
-        args,
-    )
-    pipeline = ClipSegPipeline.from_bundle(bundle, resolve_target(args.target))
-    if args.out_dir:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-    for path in args.image:
-        with Image.open(path) as image:
-            result = pipeline.segment(image.convert("RGB"), prompts, threshold=args.threshold)
-        print(f"{path}: masks at probability > {result.threshold:g}")
-        for k, (prompt, area) in enumerate(zip(result.prompts, result.areas(), strict=True)):
-            line = f"  {area:7.2%}  {prompt}"
-            if args.out_dir:
-                slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "prompt"
-                out = args.out_dir / f"{Path(path).stem}.{k}.{slug}.png"
-                Image.fromarray(result.masks[k].astype(np.uint8) * 255).save(out)
-                line += f"  -> {out}"
-            print(line)
-    return 0
+# `trtdeploy run` options a pipeline may read, by the name it knows them by -> argparse dest.
+RUN_OPTIONS = {"--labels": "labels", "--prompts": "prompts", "--threshold": "threshold"}
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from trtdeploy.calibration.data import (
 from trtdeploy.runtime.bundle import BundleWriter
 from trtdeploy.runtime.compare import Budget
 from trtdeploy.runtime.errors import ArtifactError
+from trtdeploy.runtime.executor import ComponentRuns
 from trtdeploy.runtime.specs import IOSpec
 
 Feeds = dict[str, np.ndarray]
@@ -158,9 +159,16 @@ class Recipe(abc.ABC):
     def reference_inputs(
         self, loaded: LoadedModel, writer: BundleWriter, assets: Mapping[str, str]
     ) -> dict[str, Feeds]:
-        """Held-out real inputs per component, prepared with the bundle's own run-time assets.
-        A component the pipeline chains (fed by other components) is left out: the build feeds
-        it the reference outputs of the components that feed it."""
+        """Held-out real inputs of the pipeline's source components, prepared with the bundle's own
+        run-time assets. The pipeline's flow feeds the other components from their outputs (a
+        chained component may get some recorded inputs of its own here, e.g. an attention mask)."""
+
+    def task_references(
+        self, loaded: LoadedModel, writer: BundleWriter, assets: Mapping[str, str], runs: ComponentRuns
+    ) -> dict[str, Feeds]:
+        """Whole answers of the reference model that the pipeline's task metrics compare with (e.g.
+        the tokens transformers' generate() produces), by task; none by default."""
+        return {}
 
     @abc.abstractmethod
     def calibration_feeds(

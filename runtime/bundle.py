@@ -35,6 +35,9 @@ from trtdeploy.runtime.specs import IOSpec
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+# The asset role of the file holding a pipeline's task references (npz, keys "task/name"): whole
+# answers to compare with, such as the tokens transformers' generate() produced.
+TASK_REFERENCE = "task_reference"
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,17 @@ class ExportError(TrtDeployError):
     exit_code = 5
 
 
+class UsageError(InputValidationError):
+    """The command line or an API call names something that does not exist (a model, a preset, an
+    option that does not apply)."""
+
+
+class NumericalError(TrtDeployError):
+    """An engine returned NaN or Inf; nothing is handed back as if it were an answer."""
+
+    exit_code = 6
+
+
 class VerificationError(TrtDeployError):
     """An engine missed its accuracy budget; ``report`` holds every comparison."""
 

@@ -3,12 +3,13 @@ onnxruntime-gpu is installed."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from trtdeploy.runtime.engine import Engine
+from trtdeploy.runtime.engine import Engine, Resident
 from trtdeploy.runtime.errors import ArtifactError, BackendUnavailable
 from trtdeploy.runtime.specs import IOSpec
 
@@ -78,6 +79,8 @@ def providers_for(settings: OrtSettings) -> list[str | tuple[str, dict[str, str]
 class OrtEngine(Engine):
     """One ONNX file in an ONNX Runtime session."""
 
+    resident_kind = "onnxruntime"
+
     def __init__(
         self, component: str, onnx_path: Path, io: IOSpec, settings: OrtSettings | None = None
     ) -> None:
@@ -103,6 +106,9 @@ class OrtEngine(Engine):
                 "Rebuild the bundle (make engine) if the file was changed."
             ) from exc
         self._check_session_matches_spec(onnx_path)
+        self._dtypes = {s.name: s.dtype for s in io.outputs}
+        # Where kept outputs live: the first provider's device (CPU memory for the CPU provider).
+        self._device = "cuda" if self.settings.target in ("onnxruntime-cuda", "onnxruntime-trt") else "cpu"
 
     def _check_session_matches_spec(self, onnx_path: Path) -> None:
         got_in = {i.name: _ORT_TYPES.get(i.type, i.type) for i in self.session.get_inputs()}
@@ -127,6 +133,28 @@ class OrtEngine(Engine):
         names = list(self.io.output_names)
         values = self.session.run(names, feeds)
         return dict(zip(names, values, strict=True))
+
+    def _run_resident(
+        self, feeds: dict[str, np.ndarray], resident: Mapping[str, Resident], keep: Collection[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Resident]]:
+        """IO binding: resident inputs are bound as the OrtValues an earlier call left, kept outputs
+        stay OrtValues on the provider's device (the KV cache never comes back through numpy)."""
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        for name, r in resident.items():
+            binding.bind_ortvalue_input(name, r.handle)
+        names = list(self.io.output_names)
+        for name in names:
+            binding.bind_output(name, self._device if name in keep else "cpu")
+        self.session.run_with_iobinding(binding)
+        values = dict(zip(names, binding.get_outputs(), strict=True))
+        host = {n: v.numpy() for n, v in values.items() if n not in keep}
+        kept = {
+            n: Resident(tuple(values[n].shape()), self._dtypes[n], values[n], self.resident_kind)
+            for n in keep
+        }
+        return host, kept
 
     def close(self) -> None:
         self.__dict__.pop("session", None)

@@ -15,9 +15,20 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from trtdeploy.runtime.errors import ArtifactError, InputValidationError
+
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 ImageLike = Image.Image | np.ndarray
+# Work per image is bounded: the shortest-edge resize of a 1 x 10000 strip would make a 224 x
+# 2,240,000 intermediate (seconds and gigabytes for one call). Wider strips are refused, not squeezed.
+MAX_ASPECT_RATIO = 64.0
+# The largest image accepted, in pixels (PIL refuses files above twice its own 89.5 M limit as
+# decompression bombs; arrays and already-open images are held to this bound too).
+MAX_PIXELS = 89_478_485
+# The largest processor size a bundle may ask for: Florence-2's 768 is the largest in use; beyond a
+# few thousand pixels a side, pipeline.json is wrong rather than ambitious.
+MAX_MODEL_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,13 @@ class ImagePreprocess:
 
     def __call__(self, images: Sequence[ImageLike]) -> np.ndarray:
         """(N, 3, H, W) float32 pixel values for a list of PIL images or HWC uint8 arrays."""
+        if isinstance(images, Image.Image | np.ndarray) or not isinstance(images, Sequence):
+            raise InputValidationError(
+                f"expected a list of images (PIL images or (H, W[, C]) uint8 arrays), got {type(images).__name__}; "
+                "wrap a single image in a list."
+            )
         if not images:
-            raise ValueError("no images to preprocess")
+            raise InputValidationError("no images to preprocess: give at least one image.")
         return np.stack([self.one(image) for image in images])
 
     def one(self, image: ImageLike) -> np.ndarray:
@@ -86,29 +102,87 @@ class ImagePreprocess:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ImagePreprocess:
-        size = data["size"]
-        crop = data.get("crop")
-        return cls(
-            resize=data["resize"],
-            size=int(size) if isinstance(size, int) else (int(size[0]), int(size[1])),
-            crop=(int(crop[0]), int(crop[1])) if crop else None,
-            resample=data["resample"],
-            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
-            rescale=float(data["rescale"]),
+        """The preprocessing a bundle's pipeline.json describes; refuses (ArtifactError) any value
+        it could not honour (unknown resize or resample, non-positive or absurd sizes, a zero std)."""
+        try:
+            return cls._checked(data)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ArtifactError(
+                f"pipeline.json's preprocess block is not one trtdeploy can run ({exc}); got {dict(data)!r:.300}. "
+                "Rebuild the bundle."
+            ) from exc
+
+    @classmethod
+    def _checked(cls, data: Mapping[str, Any]) -> ImagePreprocess:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"expected an object, got {type(data).__name__}")
+        resize, resample = data["resize"], data["resample"]
+        if resize not in ("shortest_edge", "exact"):
+            raise ValueError(f"unknown resize {resize!r}: 'shortest_edge' or 'exact'")
+        if resample not in _RESAMPLE:
+            raise ValueError(f"unknown resample {resample!r}: one of {sorted(_RESAMPLE)}")
+        raw_size, raw_crop = data["size"], data.get("crop")
+        size: int | tuple[int, int] = (
+            _side(raw_size) if isinstance(raw_size, int) else (_side(raw_size[0]), _side(raw_size[1]))
         )
+        if resize == "shortest_edge" and not isinstance(size, int):
+            raise ValueError("a shortest_edge resize takes one int size")
+        crop = (_side(raw_crop[0]), _side(raw_crop[1])) if raw_crop else None
+        mean = tuple(_finite(v) for v in data["mean"])
+        std = tuple(_finite(v) for v in data["std"])
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each and std > 0, got {mean} and {std}")
+        rescale = _finite(data["rescale"])
+        if not 0 < rescale <= 1:
+            raise ValueError(f"rescale must lie in (0, 1], got {rescale}")
+        return cls(resize, size, crop, resample, mean, std, rescale)
+
+
+def _side(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MODEL_SIZE:
+        raise ValueError(f"image sizes are whole numbers from 1 to {MAX_MODEL_SIZE}, got {value!r}")
+    return value
+
+
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
 
 
 def to_rgb(image: ImageLike) -> Image.Image:
-    """A PIL RGB image from a PIL image of any mode or an (H, W[, C]) uint8 array."""
+    """A PIL RGB image from a PIL image of any mode or an (H, W[, C]) uint8 array (C = 1, 3 or 4),
+    refusing anything else, and images too large or too elongated to preprocess in bounded work."""
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ValueError(
-                f"expected an (H, W) or (H, W, C) uint8 image array, got {image.dtype} with shape {image.shape}"
+        channels_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+        if image.dtype != np.uint8 or not channels_ok:
+            raise InputValidationError(
+                f"expected an image array of uint8 laid out (H, W) or (H, W, C) with C = 1, 3 or 4, got "
+                f"{image.dtype} with shape {image.shape}. Convert it (e.g. np.transpose(x, (1, 2, 0)) for CHW, "
+                "np.clip(x * 255, 0, 255).astype(np.uint8) for floats in [0, 1])."
             )
-        image = Image.fromarray(image)
+        image = Image.fromarray(image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image)
     if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image or a uint8 numpy array, got {type(image).__name__}")
+        raise InputValidationError(
+            f"expected a PIL image or a uint8 numpy array, got {type(image).__name__}. Open files with "
+            "PIL.Image.open(path) first."
+        )
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InputValidationError(
+            f"the image is {width}×{height} pixels; an image needs at least one pixel."
+        )
+    if width * height > MAX_PIXELS:
+        raise InputValidationError(
+            f"the image is {width}×{height} = {width * height:,} pixels, more than the {MAX_PIXELS:,} accepted; "
+            "downscale it first."
+        )
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise InputValidationError(
+            f"the image is {width}×{height}, an aspect ratio above {MAX_ASPECT_RATIO:g}:1 that no model here reads "
+            "well and that would cost unbounded work to resize; crop or pad it to a saner shape first."
+        )
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

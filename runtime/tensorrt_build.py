@@ -28,6 +28,7 @@ from trtdeploy.runtime.engine_cache import (
     write_atomic,
 )
 from trtdeploy.runtime.errors import ArtifactError, BackendUnavailable, ExportError, TrtDeployError
+from trtdeploy.runtime.reports import VerificationReport, raise_if_failed
 from trtdeploy.runtime.tensorrt_host import (
     LogCapture,
     current_environment,
@@ -37,7 +38,7 @@ from trtdeploy.runtime.tensorrt_host import (
     trt_logger,
 )
 from trtdeploy.runtime.tensorrt_options import TrtBuildOptions
-from trtdeploy.runtime.verify import VerificationReport, raise_if_failed, verify_bundle
+from trtdeploy.runtime.verify import verify_bundle
 
 if TYPE_CHECKING:
     import tensorrt as trt

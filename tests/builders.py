@@ -15,7 +15,7 @@ from trtdeploy.calibration.data import CalibrationSettings
 from trtdeploy.models.recipe import COMMITTED_WEIGHTS
 from trtdeploy.runtime.bundle import Bundle, BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
-from trtdeploy.runtime.verify import TaskResult
+from trtdeploy.runtime.reports import TaskResult
 
 # Small calibration sets keep the suite fast; the method is the same as for full-size builds.
 TEST_CALIBRATION = CalibrationSettings(count=16, batch=8)

@@ -30,6 +30,7 @@ from trtdeploy.models.clipseg import (
     reference_processor,
 )
 from trtdeploy.runtime.bundle import Bundle
+from trtdeploy.runtime.engine import Engine
 from trtdeploy.runtime.errors import ArtifactError, InputValidationError
 from trtdeploy.runtime.pipelines.clipseg import (
     ACTIVATIONS,
@@ -38,7 +39,8 @@ from trtdeploy.runtime.pipelines.clipseg import (
     PromptEmbeddings,
     sigmoid,
 )
-from trtdeploy.runtime.verify import end_to_end_key
+from trtdeploy.runtime.targets import open_engines
+from trtdeploy.runtime.verify import verify_bundle
 
 pytestmark = pytest.mark.integration
 PROMPTS = ["a cat", "a photo of a rocket", "the sky"]
@@ -192,7 +194,7 @@ def test_bad_inputs_are_rejected_clearly(pipeline: ClipSegPipeline) -> None:
     cases: list[tuple[Any, Any, dict[str, Any], str]] = [
         (image, [], {}, "non-empty list of texts"),
         (image, "a cat", {}, "non-empty list of texts"),  # a bare string is not a list of prompts
-        (image, ["a cat", "  "], {}, "prompt 1 is an empty text"),
+        (image, ["a cat", "  "], {}, "prompt 1 is blank"),
         (image, ["a cat", 3], {}, "prompt 1 is a int; expected a text"),
         (image, ["a cat", np.zeros((8, 8, 3), np.float32)], {}, "prompt 1 \\(a support image\\).*uint8"),
         (np.zeros((8, 8, 3), np.float32), ["a cat"], {}, "image:.*uint8"),
@@ -265,20 +267,35 @@ def test_decoder_reference_is_fed_the_encoders_reference_outputs(tiny_clipseg: B
     assert decoder_outputs["logits"].shape == (len(EVALUATION_IMAGES), len(SEGMENTATION_PROMPTS), 352, 352)
 
 
-def test_mask_iou_fails_when_masks_disagree(tiny_clipseg: BuildResult) -> None:
-    """The task metric can fail: the reference masks inverted score near 0."""
+class Negated(Engine):
+    """The decoder with its logits negated when fed anything but its recorded inputs: the
+    decoder alone still matches, so only the end-to-end task metric can catch it."""
+
+    def __init__(self, inner: Engine, recorded: dict[str, np.ndarray]) -> None:
+        super().__init__(inner.component, inner.io)
+        self.inner, self.recorded = inner, recorded
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.inner.run(feeds)
+        same = all(np.array_equal(feeds[k], self.recorded[k]) for k in feeds)
+        return out if same else {k: -v for k, v in out.items()}
+
+
+def test_mask_iou_is_taken_end_to_end_and_fails_when_masks_disagree(tiny_clipseg: BuildResult) -> None:
+    """The task metric can fail: inverted masks end to end score near 0 while the decoder alone,
+    on its recorded inputs, is exact."""
     bundle = Bundle.load(tiny_clipseg.bundle)
-    _, reference = bundle.reference(DECODER)
-    manifest = bundle.manifest
-    same = ClipSegPipeline.task_metrics(
-        manifest, {DECODER: reference}, {DECODER: reference, end_to_end_key(DECODER): reference}
-    )
-    assert same[0].value == 1.0 and same[0].passed
-    flipped = {"logits": -reference["logits"]}
-    result = ClipSegPipeline.task_metrics(
-        manifest, {DECODER: reference}, {DECODER: reference, end_to_end_key(DECODER): flipped}
-    )[0]
-    assert result.name == "mask_iou" and result.value < 0.2 and not result.passed
+    engines = open_engines(bundle)
+    same = verify_bundle(bundle, engines, "onnxruntime").task("mask_iou")
+    assert same.value > 0.9999 and same.passed
+    recorded, _ = bundle.reference(DECODER)
+    # Recorded inputs are the PyTorch encoders' outputs; end to end the engines' differ by rounding.
+    engines[DECODER] = Negated(engines[DECODER], recorded)
+    report = verify_bundle(bundle, engines, "onnxruntime")
+    result = report.task("mask_iou")
+    assert result.value < 0.2 and not result.passed
+    assert "decoder alone 1.0000" in result.detail
+    assert all(c.passed for c in report.comparisons if c.component == DECODER)
 
 
 def test_fp32_bundle_verifies_end_to_end(tiny_clipseg: BuildResult) -> None:
@@ -370,7 +387,7 @@ def test_cli_run_writes_masks_at_the_image_size(
         share = np.mean(np.asarray(mask) > 0)
     assert f"{share:7.2%}" in lines[1]
     assert main(["run", str(tiny_clipseg.bundle), "--image", str(image), "--labels", "a cat"]) == 2
-    assert "--labels do not apply here" in capsys.readouterr().err
+    assert "--labels do not apply to this bundle" in capsys.readouterr().err
     assert main(["run", str(tiny_clipseg.bundle), "--image", str(image)]) == 2
 
 

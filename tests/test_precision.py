@@ -136,7 +136,7 @@ def test_calibration_cache_is_reused(tiny_clip_export: ExportedModel, bundles_di
 def test_fallback_keeps_the_fewest_layers_that_meet_a_strict_budget(
     tiny_clip_export: ExportedModel, tmp_path: Path
 ) -> None:
-    strict = Budget({"*": Tolerance(cosine_min=0.9999, atol=0.1, rtol=0.1, max_outside=0.05)})
+    strict = Budget({"*": Tolerance(cosine_min=0.9997, atol=0.1, rtol=0.1, max_outside=0.05)})
     result = build_tiny(tiny_clip_export, tmp_path / "strict", precision="int8", budget=strict)
     fallback = result.manifest.precision_method["fallback"]
     kept = fallback["kept_in_fp16"]
@@ -146,7 +146,10 @@ def test_fallback_keeps_the_fewest_layers_that_meet_a_strict_budget(
     passing = [e["kept_out_of_int8"] for e in rest if e["passed"]]
     failing = [e["kept_out_of_int8"] for e in rest if not e["passed"]]
     assert min(passing) == len(kept) and (not failing or max(failing) == len(kept) - 1)  # the fewest
-    assert all(r.passed for r in result.reports)
+    # The committed bundle, verified afresh from disk, holds the strict budget on every held-out sample.
+    bundle = Bundle.load(result.bundle)
+    report = verify_bundle(bundle, open_engines(bundle), "onnxruntime")
+    assert report.passed and min(c.samples.worst_cosine for c in report.comparisons) >= 0.9997
     model = onnx.load(str(result.bundle / "vision.onnx"))
     qdq_inputs = {n.name for n in model.graph.node for i in n.input if i.endswith("_dq")}
     kept_vision = {name.split("/")[1] for name in kept if name.startswith("vision/")}
@@ -187,7 +190,7 @@ def test_broken_calibration_is_caught_by_verification(tiny_clip_int8: BuildResul
     report = verify_bundle(bundle, open_engines(bundle, form="graph"), "onnxruntime")
     assert not report.passed and any(c.component == "vision" and not c.passed for c in report.comparisons)
     with pytest.raises(VerificationError, match="vision/image_embeds"):
-        from trtdeploy.runtime.verify import raise_if_failed
+        from trtdeploy.runtime.reports import raise_if_failed
 
         raise_if_failed(report)
 

@@ -60,7 +60,7 @@ def test_bad_images_are_rejected() -> None:
     pre = preprocess_for(224)
     with pytest.raises(ValueError, match="uint8"):
         pre([np.zeros((10, 10, 3), np.float32)])
-    with pytest.raises(TypeError, match="PIL image"):
+    with pytest.raises(ValueError, match="PIL image"):
         pre(["cat.jpg"])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="no images"):
         pre([])

@@ -23,8 +23,9 @@ from builders import (
 from trtdeploy.build import BuildResult
 from trtdeploy.models.recipe import COMMITTED_WEIGHTS
 from trtdeploy.models.shapes import card
+from trtdeploy.runtime.reports import TaskResult
 from trtdeploy.runtime.targets import open_engines
-from trtdeploy.runtime.verify import TaskResult, verify_bundle
+from trtdeploy.runtime.verify import verify_bundle
 
 pytestmark = pytest.mark.integration
 

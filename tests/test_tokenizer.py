@@ -49,7 +49,7 @@ def test_batch_matches_transformers(tokenizer_json: Path) -> None:
 
 def test_empty_batch_is_rejected(tokenizer_json: Path) -> None:
     tok = TextTokenizer(tokenizer_json, max_length=MAX_LENGTH, pad_id=EOS_ID)
-    with pytest.raises(ValueError, match="non-empty list"):
+    with pytest.raises(ValueError, match="the list is empty"):
         tok([])
-    with pytest.raises(ValueError, match="non-empty list"):
+    with pytest.raises(ValueError, match="expected a list of texts, got str"):
         tok("a bare string")  # type: ignore[arg-type]

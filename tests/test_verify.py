@@ -9,8 +9,9 @@ from trtdeploy.build import BuildResult
 from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.engine import Engine
 from trtdeploy.runtime.errors import VerificationError
+from trtdeploy.runtime.reports import raise_if_failed
 from trtdeploy.runtime.targets import open_engines
-from trtdeploy.runtime.verify import raise_if_failed, verify_bundle
+from trtdeploy.runtime.verify import verify_bundle
 
 
 class Perturbed(Engine):

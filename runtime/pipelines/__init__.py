@@ -1,41 +1,20 @@
 """Run-time pipelines, one per model family, listed explicitly.
 
-A pipeline turns images and text into task outputs over a bundle's engines, and names the task
-metric verification uses. Adding a model adds its pipeline here.
+A pipeline turns images and text into task outputs over a bundle's engines, says how its
+components feed each other (its flow) and computes the task metrics verification gates on. Adding
+a model adds its pipeline here. The protocol they all follow is in base.py.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
-
-import numpy as np
-
-from trtdeploy.runtime.bundle import Bundle, Manifest
 from trtdeploy.runtime.errors import ArtifactError
+from trtdeploy.runtime.pipelines.base import Pipeline, RunRequest
 from trtdeploy.runtime.pipelines.clip import ClipPipeline
 from trtdeploy.runtime.pipelines.clipseg import ClipSegPipeline
-from trtdeploy.runtime.verify import Outputs, TaskResult
-
-
-class Pipeline(Protocol):
-    """What the build, verification and the CLI need of every pipeline class."""
-
-    # Components fed by other components' outputs rather than by recorded inputs (CLIPSeg's decoder).
-    chained: ClassVar[tuple[str, ...]]
-
-    @classmethod
-    def from_bundle(cls, bundle: Bundle, target: str = ..., *, threads: int | None = None) -> Pipeline: ...
-
-    @staticmethod
-    def chained_feeds(outputs: Outputs) -> dict[str, dict[str, np.ndarray]]:
-        """Feeds of the chained components, from the outputs of the components that feed them."""
-        ...
-
-    @staticmethod
-    def task_metrics(manifest: Manifest, reference: Outputs, actual: Outputs) -> list[TaskResult]: ...
-
 
 PIPELINES: dict[str, type[Pipeline]] = {"clip": ClipPipeline, "clipseg": ClipSegPipeline}
+
+__all__ = ["PIPELINES", "Pipeline", "RunRequest", "pipeline_class"]
 
 
 def pipeline_class(name: str) -> type[Pipeline]:

@@ -6,19 +6,24 @@ return the projected, unnormalised embeddings), logits are exp(logit_scale) · c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from trtdeploy.runtime.bundle import Bundle, Manifest
-from trtdeploy.runtime.engine import Engine
+from trtdeploy.runtime.engine import Engine, check_finite_outputs
+from trtdeploy.runtime.errors import ArtifactError, InputValidationError
+from trtdeploy.runtime.executor import ComponentRuns, Executor, ReferenceSet
 from trtdeploy.runtime.metrics import top1_accuracy
+from trtdeploy.runtime.pipelines.base import RunRequest
+from trtdeploy.runtime.pipelines.cli_support import check_options, request_images, text_list
 from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess
+from trtdeploy.runtime.reports import Outputs, TaskResult
 from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
-from trtdeploy.runtime.tokenize import TextTokenizer
-from trtdeploy.runtime.verify import Outputs, TaskResult
+from trtdeploy.runtime.tokenize import TextTokenizer, check_texts, checked_text_config
 
 VISION, TEXT = "vision", "text"
 
@@ -29,10 +34,17 @@ class Ranked:
     probability: float
 
 
+# exp(logit_scale) is CLIP's softmax temperature: OpenAI clamps it at 100 in training; a bundle
+# asking for more than this is corrupt, and one of 1e9 would make every probability 0 or 1.
+MAX_LOGIT_SCALE = float(np.log(1000.0))
+
+
 class ClipPipeline:
     """Zero-shot classification and retrieval with a CLIP bundle's ``vision`` and ``text`` engines."""
 
-    chained: ClassVar[tuple[str, ...]] = ()  # both graphs read recorded inputs
+    sources: ClassVar[tuple[str, ...]] = (VISION, TEXT)  # both graphs read recorded inputs
+    task_names: ClassVar[frozenset[str]] = frozenset({"zero_shot_top1_agreement", "zero_shot_top1_drop"})
+    run_options: ClassVar[frozenset[str]] = frozenset({"--labels"})
 
     def __init__(
         self,
@@ -55,6 +67,7 @@ class ClipPipeline:
         cls, bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None
     ) -> ClipPipeline:
         config = bundle.read_json(bundle.manifest.assets["pipeline"])
+        cls.check_config(config)
         engines = open_engines(bundle, target, threads=threads)
         tokenizer = TextTokenizer(
             bundle.asset("tokenizer"), max_length=int(config["max_text_length"]), pad_id=int(config["pad_id"])
@@ -67,6 +80,24 @@ class ClipPipeline:
             float(config["logit_scale"]),
         )
 
+    @staticmethod
+    def check_config(config: Mapping[str, Any]) -> None:
+        """pipeline.json: preprocessing it can run, a text window and pad id the tokenizer can use,
+        and a logit scale in CLIP's range."""
+        ImagePreprocess.from_json(_field(config, "preprocess"))
+        checked_text_config(config)
+        scale = _field(config, "logit_scale")
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float)
+            or not -10.0 <= scale <= MAX_LOGIT_SCALE
+        ):
+            raise ArtifactError(
+                f"pipeline.json: logit_scale {scale!r} is outside CLIP's range [-10, ln(1000) = "
+                f"{MAX_LOGIT_SCALE:.3f}] (the natural log of the softmax temperature; OpenAI's is ln(100)). "
+                "Rebuild the bundle."
+            )
+
     def image_embeddings(self, images: Sequence[ImageLike]) -> np.ndarray:
         """(N, D) unit-norm image embeddings, run in batches the engine's profile allows."""
         pixels = self.preprocess(images)
@@ -78,6 +109,7 @@ class ClipPipeline:
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """(M, D) unit-norm text embeddings."""
+        texts = check_texts(texts, "texts")
         chunks = []
         for i in range(0, len(texts), self._max_texts):
             chunks.append(self.text.run(self.tokenizer(texts[i : i + self._max_texts]))["text_embeds"])
@@ -85,27 +117,64 @@ class ClipPipeline:
 
     def logits(self, images: Sequence[ImageLike], texts: Sequence[str]) -> np.ndarray:
         """(N images, M texts) logits: exp(logit_scale) · cosine similarity."""
-        return self.scale * self.image_embeddings(images) @ self.text_embeddings(texts).T
+        logits = self.scale * self.image_embeddings(images) @ self.text_embeddings(texts).T
+        check_finite_outputs("zero-shot", {"logits": logits}, {})
+        return logits
 
     def zero_shot(self, image: ImageLike, labels: Sequence[str]) -> list[Ranked]:
         """The labels ranked by probability for one image (softmax over the labels)."""
+        labels = check_texts(labels, "labels")
         probs = softmax(self.logits([image], labels)[0])
         order = np.argsort(-probs, kind="stable")
         return [Ranked(labels[i], float(probs[i])) for i in order]
 
     def retrieve(self, query: str, images: Sequence[ImageLike], top_k: int = 5) -> list[tuple[int, float]]:
         """Indices of the ``top_k`` images closest to a text query, with their cosine similarity."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise InputValidationError(f"top_k must be a whole number of images >= 1, got {top_k!r}.")
+        if not isinstance(query, str):
+            raise InputValidationError(f"query must be a text (str), got {type(query).__name__}.")
         scores = (self.image_embeddings(images) @ self.text_embeddings([query]).T)[:, 0]
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [(int(i), float(scores[i])) for i in order]
 
     @staticmethod
-    def chained_feeds(outputs: Outputs) -> dict[str, dict[str, np.ndarray]]:
-        """None: neither graph reads the other's outputs."""
-        return {}
+    def flow(run: Executor, sources: Outputs, config: Mapping[str, Any]) -> ComponentRuns:
+        """Both graphs read recorded inputs; neither feeds the other."""
+        runs = ComponentRuns({}, {})
+        for name in (VISION, TEXT):
+            runs.add(name, sources[name], run.run(name, sources[name]))
+        return runs
+
+    @classmethod
+    def run_cli(cls, bundle: Bundle, request: RunRequest) -> list[str]:
+        """Each image's labels ranked by probability."""
+        usage = "a CLIP bundle ranks labels: --labels 'a cat,a dog'"
+        check_options(request, cls.run_options, usage, allow_out_dir=False)
+        labels = text_list(request.options.get("--labels"), "--labels", usage)
+        pipeline = cls.from_bundle(bundle, request.target, threads=request.threads)
+        answers = {}
+        for path, image in request_images(request):
+            answers[str(path)] = pipeline.zero_shot(image, labels)
+        if request.as_json:
+            return [
+                json.dumps(
+                    {
+                        p: [{"label": r.label, "probability": r.probability} for r in ranked]
+                        for p, ranked in answers.items()
+                    }
+                )
+            ]
+        lines = []
+        for path_text, ranked in answers.items():
+            lines.append(f"{path_text}:")
+            lines += [f"  {item.probability:7.2%}  {item.label}" for item in ranked]
+        return lines
 
     @staticmethod
-    def task_metrics(manifest: Manifest, reference: Outputs, actual: Outputs) -> list[TaskResult]:
+    def task_metrics(
+        manifest: Manifest, run: Executor, reference: ReferenceSet, actual: Outputs
+    ) -> list[TaskResult]:
         """Zero-shot top-1 agreement: for each held-out image, the engine picks the prompt the
         reference picks, up to a tie (see zero_shot_agreement). Where the reference images carry
         true labels (the shapes models), top-1 against the truth is the gate instead: a partly
@@ -113,7 +182,7 @@ class ClipPipeline:
         FP32 is then reported, and what is held is the accuracy itself."""
         minimum = manifest.budget.tasks.get("zero_shot_top1_agreement")
         scale = float(np.exp(manifest.pipeline_config["logit_scale"]))
-        agreement, strict, n_images, n_texts = zero_shot_agreement(reference, actual, scale)
+        agreement, strict, n_images, n_texts = zero_shot_agreement(reference.outputs, actual, scale)
         detail = f"{n_images} images × {n_texts} prompts; strict argmax agreement {strict:.3f}"
         truth = manifest.pipeline_config.get("ground_truth", {}).get("zero_shot_labels")
         if truth is not None:
@@ -121,7 +190,7 @@ class ClipPipeline:
                 TaskResult(
                     "zero_shot_top1_agreement", agreement, 0.0, detail + " (reported; top-1 is the gate)"
                 ),
-                top1_against_truth(manifest, reference, actual, np.asarray(truth)),
+                top1_against_truth(manifest, reference.outputs, actual, np.asarray(truth)),
             ]
         if minimum is None:  # a budget may judge the embeddings alone; the metric is still reported
             return [
@@ -131,7 +200,7 @@ class ClipPipeline:
 
 
 def top1_against_truth(
-    manifest: Manifest, reference: Outputs, actual: Outputs, truth: np.ndarray
+    manifest: Manifest, reference: Mapping[str, Mapping[str, np.ndarray]], actual: Outputs, truth: np.ndarray
 ) -> TaskResult:
     """Zero-shot top-1 of the engine against the reference images' true labels, which may fall
     at most the budget's zero_shot_top1_drop below the PyTorch FP32 reference's own top-1."""
@@ -172,6 +241,12 @@ def zero_shot_agreement(
     agree = picked >= probs.max(axis=1) - TIE_PROBABILITY
     strict = np.argmax(ref, axis=1) == np.argmax(got, axis=1)
     return float(np.mean(agree)), float(np.mean(strict)), ref.shape[0], ref.shape[1]
+
+
+def _field(config: Mapping[str, Any], name: str) -> Any:
+    if not isinstance(config, Mapping) or name not in config:
+        raise ArtifactError(f"pipeline.json has no {name!r}; the bundle is incomplete. Rebuild it.")
+    return config[name]
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

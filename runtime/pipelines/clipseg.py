@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,12 +21,15 @@ from PIL import Image
 from trtdeploy.runtime.bundle import Bundle, Manifest
 from trtdeploy.runtime.engine import Engine
 from trtdeploy.runtime.errors import ArtifactError, InputValidationError, VerificationError
+from trtdeploy.runtime.executor import ComponentRuns, Executor, ReferenceSet
 from trtdeploy.runtime.masks import decode_mask
 from trtdeploy.runtime.metrics import mask_iou, mean_iou
+from trtdeploy.runtime.pipelines.base import RunRequest
+from trtdeploy.runtime.pipelines.cli_support import check_options, request_images, text_list
 from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess, to_rgb
+from trtdeploy.runtime.reports import Outputs, TaskResult
 from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
-from trtdeploy.runtime.tokenize import TextTokenizer
-from trtdeploy.runtime.verify import Outputs, TaskResult, end_to_end_key
+from trtdeploy.runtime.tokenize import TextTokenizer, check_text, checked_text_config
 
 IMAGE_ENCODER, TEXT_ENCODER, DECODER = "image_encoder", "text_encoder", "decoder"
 # The decoder reads the outputs of the vision layers in the config's extract_layers, in that order.
@@ -86,12 +90,19 @@ class PromptEmbeddings:
         return cls(tuple(str(p) for p in prompts), embeddings.astype(np.float32), str(key))
 
 
+# The most prompts one segment() call takes: its probabilities alone are prompts × H × W floats
+# (4.6 GiB for 10,000 prompts on a 451 × 300 photo). More prompts go through segment_chunks().
+MAX_PROMPTS_PER_CALL = 256
+
+
 class ClipSegPipeline:
     """Text- and image-prompted segmentation with a CLIPSeg bundle's three engines."""
 
     # The decoder is fed what the encoders produce: verification also runs it on the engines' own
     # encoder outputs (end to end), and the build records its reference inputs that way.
-    chained: ClassVar[tuple[str, ...]] = (DECODER,)
+    sources: ClassVar[tuple[str, ...]] = (IMAGE_ENCODER, TEXT_ENCODER)
+    task_names: ClassVar[frozenset[str]] = frozenset({"mask_iou", "mean_iou_drop"})
+    run_options: ClassVar[frozenset[str]] = frozenset({"--prompts", "--threshold"})
 
     def __init__(
         self,
@@ -117,6 +128,7 @@ class ClipSegPipeline:
         cls, bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None
     ) -> ClipSegPipeline:
         config = bundle.read_json(bundle.manifest.assets["pipeline"])
+        cls.check_config(config)
         tokenizer = TextTokenizer(
             bundle.asset("tokenizer"), max_length=int(config["max_text_length"]), pad_id=int(config["pad_id"])
         )
@@ -139,6 +151,12 @@ class ClipSegPipeline:
         prompt embeddings; ``threshold`` (0 < t < 1) defaults to the bundle's."""
         cut = self.threshold if threshold is None else _checked_threshold(threshold)
         query = _query_image(image)
+        count = len(prompts.prompts) if isinstance(prompts, PromptEmbeddings) else _prompt_count(prompts)
+        if count > MAX_PROMPTS_PER_CALL:
+            raise InputValidationError(
+                f"{count} prompts in one segment() call would hold {count} full-size probability maps at once; "
+                f"at most {MAX_PROMPTS_PER_CALL} per call. Use segment_chunks(image, prompts) to stream them."
+            )
         if isinstance(prompts, PromptEmbeddings):
             self._check_key(prompts)
             labels, conditional = prompts.prompts, prompts.embeddings
@@ -151,6 +169,19 @@ class ClipSegPipeline:
         logits = self._decode({name: encoded[name][:1] for name in ACTIVATIONS}, conditional)  # (P, S, S)
         probabilities = resize_maps(sigmoid(logits), query.size)  # (P, H, W)
         return Segmentation(labels, probabilities, probabilities > cut, cut)
+
+    def segment_chunks(
+        self, image: ImageLike, prompts: Sequence[Prompt], *, chunk: int = 16, threshold: float | None = None
+    ) -> Iterator[Segmentation]:
+        """segment() over any number of prompts, ``chunk`` at a time: memory stays bounded by one
+        chunk's maps. The image is encoded once per chunk (the encoder is cheap next to the maps)."""
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= MAX_PROMPTS_PER_CALL:
+            raise InputValidationError(
+                f"chunk must be a whole number from 1 to {MAX_PROMPTS_PER_CALL}, got {chunk!r}."
+            )
+        _prompt_count(prompts)
+        for start in range(0, len(prompts), chunk):
+            yield self.segment(image, list(prompts[start : start + chunk]), threshold=threshold)
 
     def embed_prompts(self, prompts: Sequence[Prompt]) -> PromptEmbeddings:
         """Conditional embeddings of ``prompts`` to reuse over many images (save() keeps them)."""
@@ -202,18 +233,64 @@ class ClipSegPipeline:
             )
 
     @staticmethod
-    def chained_feeds(outputs: Outputs) -> dict[str, Feeds]:
-        """The decoder's feeds from the encoders' outputs: every image with every prompt."""
-        image, text = outputs[IMAGE_ENCODER], outputs[TEXT_ENCODER]
-        return {
-            DECODER: {
-                **{n: image[n] for n in ACTIVATIONS},
-                CONDITIONAL_EMBEDDINGS: text[CONDITIONAL_EMBEDDINGS],
-            }
-        }
+    def check_config(config: Mapping[str, Any]) -> None:
+        """pipeline.json: preprocessing it can run, a text window and pad id, a threshold in (0, 1)."""
+        if not isinstance(config, Mapping) or "preprocess" not in config or "threshold" not in config:
+            raise ArtifactError(
+                "pipeline.json lacks 'preprocess' or 'threshold'; the bundle is incomplete. Rebuild it."
+            )
+        ImagePreprocess.from_json(config["preprocess"])
+        checked_text_config(config)
+        threshold = config["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 < threshold < 1.0:
+            raise ArtifactError(
+                f"pipeline.json: threshold {threshold!r} must lie strictly between 0 and 1. Rebuild the bundle."
+            )
 
     @staticmethod
-    def task_metrics(manifest: Manifest, reference: Outputs, actual: Outputs) -> list[TaskResult]:
+    def flow(run: Executor, sources: Outputs, config: Mapping[str, Any]) -> ComponentRuns:
+        """The encoders on their recorded inputs, then the decoder on what they produced."""
+        runs = ComponentRuns({}, {})
+        for name in (IMAGE_ENCODER, TEXT_ENCODER):
+            runs.add(name, sources[name], run.run(name, sources[name]))
+        feeds = decoder_feeds(runs.outputs)
+        runs.add(DECODER, feeds, run.run(DECODER, feeds))
+        return runs
+
+    @classmethod
+    def run_cli(cls, bundle: Bundle, request: RunRequest) -> list[str]:
+        """Per image and prompt, the share of pixels in the mask; PNGs of the masks with --out-dir."""
+        usage = "a CLIPSeg bundle segments by prompts: --prompts 'a cat,the sky' [--threshold 0.4] [--out-dir masks/]"
+        check_options(request, cls.run_options, usage, allow_out_dir=True)
+        prompts = text_list(request.options.get("--prompts"), "--prompts", usage)
+        threshold = request.options.get("--threshold")
+        pipeline = cls.from_bundle(bundle, request.target, threads=request.threads)
+        images = list(request_images(request))
+        if request.out_dir:
+            request.out_dir.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
+        answers: dict[str, list[dict[str, Any]]] = {}
+        for path, image in images:
+            result = pipeline.segment(image, prompts, threshold=threshold)
+            lines.append(f"{path}: masks at probability > {result.threshold:g}")
+            answers[str(path)] = []
+            for k, (prompt, area) in enumerate(zip(result.prompts, result.areas(), strict=True)):
+                line = f"  {area:7.2%}  {prompt}"
+                entry: dict[str, Any] = {"prompt": prompt, "area": float(area)}
+                if request.out_dir:
+                    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "prompt"
+                    out = request.out_dir / f"{Path(path).stem}.{k}.{slug}.png"
+                    Image.fromarray(result.masks[k].astype(np.uint8) * 255).save(out)
+                    line += f"  -> {out}"
+                    entry["mask"] = str(out)
+                lines.append(line)
+                answers[str(path)].append(entry)
+        return [json.dumps(answers)] if request.as_json else lines
+
+    @staticmethod
+    def task_metrics(
+        manifest: Manifest, run: Executor, reference: ReferenceSet, actual: Outputs
+    ) -> list[TaskResult]:
         """Mask IoU, end to end: the masks of the decoder run on the engines' own encoder outputs
         against the PyTorch reference masks, per held-out image × prompt, averaged. Where the
         reference images carry ground-truth masks (the shapes models), the gate is the mean IoU
@@ -223,14 +300,9 @@ class ClipSegPipeline:
         (measured INT8: 0.90 over 400 pairs, worst 0.0, while IoU against the truth held)."""
         minimum = manifest.budget.tasks.get("mask_iou")
         threshold = float(manifest.pipeline_config["threshold"])
-        key = end_to_end_key(DECODER)
-        if key not in actual:
-            raise VerificationError(
-                "CLIPSeg's mask IoU needs the decoder run on the engines' own encoder outputs, and the "
-                "verification run has none; run it through runtime/verify.py (run_references / run_graphs)."
-            )
-        ref = reference[DECODER][LOGITS]  # (I, P, S, S)
-        value, worst = mask_agreement(ref, actual[key][LOGITS], threshold)
+        end_to_end = run.run(DECODER, decoder_feeds(actual))[LOGITS]  # on the engines' own encodings
+        ref = reference.outputs[DECODER][LOGITS]  # (I, P, S, S)
+        value, worst = mask_agreement(ref, end_to_end, threshold)
         alone, _ = mask_agreement(ref, actual[DECODER][LOGITS], threshold)
         cover = float(np.mean(sigmoid(ref) > threshold))
         images, prompts, height, width = ref.shape
@@ -244,11 +316,17 @@ class ClipSegPipeline:
                 TaskResult(
                     "mask_iou", value, 0.0, detail + " (reported; mean IoU against the truth is the gate)"
                 ),
-                iou_against_truth(manifest, ref, actual[key][LOGITS], truth),
+                iou_against_truth(manifest, ref, end_to_end, truth),
             ]
         if minimum is None:  # a budget may judge the logits alone; the metric is still reported
             return [TaskResult("mask_iou", value, 0.0, detail + " (not gated by this budget)")]
         return [TaskResult("mask_iou", value, minimum, detail)]
+
+
+def decoder_feeds(outputs: Mapping[str, Mapping[str, np.ndarray]]) -> Feeds:
+    """The decoder's feeds from the encoders' outputs: every image with every prompt."""
+    image, text = outputs[IMAGE_ENCODER], outputs[TEXT_ENCODER]
+    return {**{n: image[n] for n in ACTIVATIONS}, CONDITIONAL_EMBEDDINGS: text[CONDITIONAL_EMBEDDINGS]}
 
 
 def iou_against_truth(
@@ -291,21 +369,26 @@ def mask_agreement(reference: np.ndarray, actual: np.ndarray, threshold: float) 
     return float(np.mean(ious)), float(np.min(ious))
 
 
+def _prompt_count(prompts: object) -> int:
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) == 0:
+        raise InputValidationError(
+            f"prompts: expected a non-empty list of texts and/or support images, got {prompts!r:.80}; "
+            "wrap a single prompt in a list: ['a cat']."
+        )
+    return len(prompts)
+
+
 def split_prompts(
     prompts: Sequence[Prompt],
 ) -> tuple[tuple[str, ...], dict[int, str], dict[int, Image.Image]]:
     """(labels, texts by position, support images by position); rejects anything else clearly."""
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) == 0:
-        raise InputValidationError(
-            f"prompts: expected a non-empty list of texts and/or support images, got {prompts!r:.80}."
-        )
+    _prompt_count(prompts)
     labels: list[str] = []
     texts: dict[int, str] = {}
     supports: dict[int, Image.Image] = {}
     for k, prompt in enumerate(prompts):
         if isinstance(prompt, str):
-            if not prompt.strip():
-                raise InputValidationError(f"prompt {k} is an empty text; give a phrase such as 'a cat'.")
+            check_text(prompt, f"prompt {k}")
             texts[k] = prompt
             labels.append(prompt)
         elif isinstance(prompt, Image.Image | np.ndarray):
@@ -326,14 +409,14 @@ def _query_image(image: ImageLike) -> Image.Image:
 def _image(image: object, what: str) -> Image.Image:
     try:
         return to_rgb(image)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise InputValidationError(f"{what}: {exc}.") from exc
+    except InputValidationError as exc:
+        raise InputValidationError(f"{what}: {exc}") from None
 
 
-def _checked_threshold(threshold: float) -> float:
-    if not 0.0 < float(threshold) < 1.0:
+def _checked_threshold(threshold: object) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 < threshold < 1.0:
         raise InputValidationError(
-            f"threshold must lie strictly between 0 and 1 (a probability), got {threshold}."
+            f"threshold must be a number strictly between 0 and 1 (a probability), got {threshold!r}."
         )
     return float(threshold)
 
