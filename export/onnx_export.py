@@ -8,6 +8,7 @@ back and every dim the spec calls dynamic must still be symbolic.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
@@ -59,12 +60,12 @@ class OnnxFromComponent:
         # export, so a wrapper left in train mode would flip the reference model to train mode.
         wrapper.eval()
         rng = np.random.default_rng(settings.seed)
-        feeds = {
-            k: torch.from_numpy(v) for k, v in component.random_inputs(component.trace_sizes, rng).items()
-        }
+        feeds = component.random_inputs(component.trace_sizes, rng)
+        # Wrappers take their inputs positionally in the interface's order (a decoder's many past
+        # tensors as *args), so every graph is traced the same way.
+        args = tuple(torch.from_numpy(feeds[name]) for name in component.io.input_names)
         external = _parameter_bytes(self.model) > EXTERNAL_DATA_BYTES
         kwargs: dict[str, Any] = {
-            "kwargs": feeds,
             "input_names": list(component.io.input_names),
             "output_names": list(component.io.output_names),
             "opset_version": settings.opset,
@@ -73,7 +74,8 @@ class OnnxFromComponent:
             "dynamo" if component.exporter == "dynamo" else "torchscript"
         )
         if exporter == "dynamo":
-            kwargs.update(dynamo=True, dynamic_shapes=_dynamic_shapes(component.io), external_data=external)
+            shapes = _dynamic_shapes(component.io, _named_parameters(wrapper))
+            kwargs.update(dynamo=True, dynamic_shapes=shapes, external_data=external)
         else:
             kwargs.update(dynamo=False, dynamic_axes=_dynamic_axes(component.io))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,7 @@ class OnnxFromComponent:
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(log), _quiet_logger("torch.onnx"):
                 warnings.simplefilter("ignore")  # exporter chatter; failures still raise
-                torch.onnx.export(wrapper, (), str(path), **kwargs)
+                torch.onnx.export(wrapper, args, str(path), **kwargs)
         except Exception as exc:
             raise ExportError(f"{component.name}: torch.onnx.export ({exporter}) failed: {exc}") from exc
         check_exported_graph(path, component.name, component.io, settings.opset)
@@ -104,11 +106,23 @@ def _parameter_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def _dynamic_shapes(io: IOSpec) -> dict[str, dict[int, Any]]:
-    dims = {name: torch.export.Dim(name, min=r.min, max=r.max) for name, r in io.dims.items()}
-    return {
-        s.name: {axis: dims[d] for axis, d in enumerate(s.shape) if isinstance(d, str)} for s in io.inputs
-    }
+def _named_parameters(wrapper: torch.nn.Module) -> int | None:
+    """How many inputs the wrapper's forward names before a ``*args`` (None: it has none)."""
+    parameters = list(inspect.signature(wrapper.forward).parameters.values())
+    if not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return None
+    return sum(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
+
+
+def _dynamic_shapes(io: IOSpec, named: int | None) -> tuple[Any, ...]:
+    """torch.export dims per input, shaped like the wrapper's signature (``*args`` nested last).
+    A dim that may be 0 is declared from 1 (torch.export does not trace empty sizes); the ONNX dim
+    is symbolic either way, and the engines accept the spec's true minimum."""
+    dims = {name: torch.export.Dim(name, min=max(1, r.min), max=r.max) for name, r in io.dims.items()}
+    per_input = [{axis: dims[d] for axis, d in enumerate(s.shape) if isinstance(d, str)} for s in io.inputs]
+    if named is None:
+        return tuple(per_input)
+    return (*per_input[:named], tuple(per_input[named:]))
 
 
 def _dynamic_axes(io: IOSpec) -> dict[str, dict[int, str]]:

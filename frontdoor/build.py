@@ -315,7 +315,9 @@ class BundleFromRecipe:
                 {f"{task}/{name}": v for task, arrays in tasks.items() for name, v in arrays.items()},
             )
             assets[TASK_REFERENCE] = TASK_REFERENCE_FILE
-        return ReferenceSet(runs.inputs, runs.outputs, tasks)
+        return ReferenceSet(
+            runs.inputs, runs.outputs, tasks, {role: writer.path(rel) for role, rel in assets.items()}
+        )
 
     def _verify(
         self, manifest: Manifest, writer: BundleWriter, reference: ReferenceSet

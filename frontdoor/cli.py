@@ -143,7 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threshold", type=float, help="CLIPSeg: mask threshold on probabilities (default: the bundle's)"
     )
-    p.add_argument("--out-dir", type=Path, help="CLIPSeg: write each mask as a PNG here")
+    p.add_argument("--task", help="Florence-2: the task token, e.g. '<CAPTION>' or '<OD>'")
+    p.add_argument("--text", help="Florence-2: the task's input (a phrase, or a <loc_..> region)")
+    p.add_argument("--num-beams", type=int, help="Florence-2: beam search width (default: the checkpoint's)")
+    p.add_argument("--max-new-tokens", type=int, help="Florence-2: most tokens to generate")
+    p.add_argument(
+        "--out-dir", type=Path, help="CLIPSeg: write each mask as a PNG; Florence-2: the answer drawn"
+    )
     p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
     p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
@@ -371,7 +377,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 # `trtdeploy run` options a pipeline may read, by the name it knows them by -> argparse dest.
-RUN_OPTIONS = {"--labels": "labels", "--prompts": "prompts", "--threshold": "threshold"}
+RUN_OPTIONS = {
+    "--labels": "labels",
+    "--prompts": "prompts",
+    "--threshold": "threshold",
+    "--task": "task",
+    "--text": "text",
+    "--num-beams": "num_beams",
+    "--max-new-tokens": "max_new_tokens",
+}
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,6 +51,13 @@ from trtdeploy.models.clip import (
     bundle_text_tokenizer,
     write_text_tokenizer,
 )
+from trtdeploy.models.image_processor import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESAMPLE_NAMES,
+    preprocess_from_config,
+    read_preprocessor_config,
+)
 from trtdeploy.models.recipe import Component, Feeds, LoadedModel, Preset, Recipe
 from trtdeploy.runtime.bundle import BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
@@ -70,10 +76,6 @@ from trtdeploy.runtime.preprocess import ImagePreprocess
 from trtdeploy.runtime.specs import DimRange, IOSpec, TensorSpec
 
 PROCESSOR_SIZE = 352  # CIDAS/clipseg-rd64-refined's preprocessor_config.json: 352 x 352
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# transformers' PILImageResampling numbers in preprocessor_config.json.
-_RESAMPLE_NAMES = {2: "bilinear", 3: "bicubic"}
 # A shapes model's bundle is verified on this many evaluation-split images, each with all 25
 # referring expressions ("the red circle", ...): its ~2 objects per image have ground-truth masks,
 # the other expressions name nothing in the image. 16 x 25 pairs of 128 x 128 logits keep the
@@ -464,7 +466,7 @@ def reference_processor(preprocess: ImagePreprocess, tokenizer_json: Path) -> An
     images = ViTImageProcessorPil(
         do_resize=True,
         size={"height": height, "width": width},
-        resample={name: number for number, name in _RESAMPLE_NAMES.items()}[preprocess.resample],
+        resample={name: number for number, name in RESAMPLE_NAMES.items()}[preprocess.resample],
         do_rescale=True,
         rescale_factor=preprocess.rescale,
         do_normalize=True,
@@ -482,40 +484,8 @@ def preprocess_of(model: torch.nn.Module) -> ImagePreprocess:
     path = Path(folder) / "preprocessor_config.json"
     if not folder or not path.is_file():
         return rd64_preprocess()
-    return preprocess_from_config(json.loads(path.read_text(encoding="utf-8")), path)
-
-
-def preprocess_from_config(config: Mapping[str, Any], source: Path) -> ImagePreprocess:
-    """An ImagePreprocess equal to a ViTImageProcessor config; refuses settings it can't reproduce."""
-    size = config.get("size", {})
-    height, width = size.get("height"), size.get("width")
-    resample = config.get("resample", 2)
-    unsupported = []
-    if not config.get("do_resize", True) or height is None or height != width:
-        unsupported.append(f"size {size} (a square height/width resize is expected)")
-    if resample not in _RESAMPLE_NAMES:
-        unsupported.append(f"resample {resample} (2 bilinear or 3 bicubic are supported)")
-    if (
-        config.get("do_center_crop")
-        or not config.get("do_normalize", True)
-        or not config.get("do_rescale", True)
-    ):
-        unsupported.append("do_center_crop, or do_normalize/do_rescale off")
-    if unsupported:
-        raise ArtifactError(
-            f"{source}: this CLIPSeg recipe reproduces ViTImageProcessor's resize + rescale + normalize; "
-            f"the folder asks for {'; '.join(unsupported)}. Fix the preprocessor_config.json or remove it to "
-            f"use the rd64-refined processor ({PROCESSOR_SIZE}x{PROCESSOR_SIZE}, bilinear, ImageNet mean/std)."
-        )
-    return ImagePreprocess(
-        resize="exact",
-        size=(int(height), int(width)),
-        crop=None,
-        resample=_RESAMPLE_NAMES[resample],  # type: ignore[arg-type]
-        mean=tuple(float(v) for v in config.get("image_mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in config.get("image_std", IMAGENET_STD)),  # type: ignore[arg-type]
-        rescale=float(config.get("rescale_factor", 1 / 255)),
-    )
+    default = f"the rd64-refined processor ({PROCESSOR_SIZE}x{PROCESSOR_SIZE}, bilinear, ImageNet mean/std)"
+    return preprocess_from_config(read_preprocessor_config(path, default), path, default)
 
 
 # Logits scale with the weights (random rd64-refined: up to 3.3e3, trained CLIPSeg: tens), and the

@@ -68,7 +68,7 @@ class Component:
     exporter: str = "dynamo"
 
     def __post_init__(self) -> None:
-        for dim in self.io.dims:
+        for dim in self.io.input_dims:
             if self.trace_sizes.get(dim) == self.check_sizes.get(dim):
                 raise ValueError(f"{self.name}: dim {dim!r} is traced and checked at the same size")
 

@@ -17,7 +17,7 @@ class TorchEngine(Engine):
         self.module = component.wrapper(model).eval()
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            result = self.module(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        with torch.inference_mode():  # wrappers take their inputs positionally, in the spec's order
+            result = self.module(*(torch.from_numpy(feeds[name]) for name in self.io.input_names))
         values = result if isinstance(result, tuple) else (result,)
         return {name: v.numpy() for name, v in zip(self.io.output_names, values, strict=True)}

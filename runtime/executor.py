@@ -93,3 +93,4 @@ class ReferenceSet:
     inputs: Outputs
     outputs: Outputs
     tasks: Mapping[str, Feeds] = field(default_factory=dict)
+    assets: Mapping[str, Path] = field(default_factory=dict)  # role -> file (tokenizer, ...)

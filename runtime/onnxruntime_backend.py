@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtdeploy.runtime.engine import Engine, Resident
+from trtdeploy.runtime.engine import Engine, Resident, check_finite_outputs
 from trtdeploy.runtime.errors import ArtifactError, BackendUnavailable
 from trtdeploy.runtime.specs import IOSpec
 
@@ -150,6 +150,7 @@ class OrtEngine(Engine):
         self.session.run_with_iobinding(binding)
         values = dict(zip(names, binding.get_outputs(), strict=True))
         host = {n: v.numpy() for n, v in values.items() if n not in keep}
+        check_finite_outputs(self.component, host, feeds)
         kept = {
             n: Resident(tuple(values[n].shape()), self._dtypes[n], values[n], self.resident_kind)
             for n in keep

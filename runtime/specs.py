@@ -104,6 +104,11 @@ class IOSpec:
         return out
 
     @property
+    def input_dims(self) -> tuple[str, ...]:
+        """The dynamic dims the inputs carry (an output may carry others, derived from these)."""
+        return tuple(dict.fromkeys(d for s in self.inputs for d in s.shape if isinstance(d, str)))
+
+    @property
     def input_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.inputs)
 

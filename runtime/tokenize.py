@@ -36,7 +36,9 @@ def check_texts(texts: Any, what: str, *, allow_blank: bool = False) -> list[str
 def check_text(text: Any, what: str, *, allow_blank: bool = False) -> str:
     """One text: an encodable str of bounded length, not blank unless ``allow_blank``."""
     if not isinstance(text, str):
-        raise InputValidationError(f"{what} is a {type(text).__name__} ({text!r:.40}); expected a text (str).")
+        raise InputValidationError(
+            f"{what} is a {type(text).__name__} ({text!r:.40}); expected a text (str)."
+        )
     if not allow_blank and not text.strip():
         raise InputValidationError(f"{what} is blank; give a phrase such as 'a photo of a cat'.")
     if len(text) > MAX_TEXT_CHARS:

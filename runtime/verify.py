@@ -59,7 +59,8 @@ def bundle_references(bundle: Bundle) -> ReferenceSet:
     tasks = {}
     if TASK_REFERENCE in bundle.manifest.assets:
         tasks = _split_task_reference(read_npz(bundle.asset(TASK_REFERENCE)))
-    return ReferenceSet(inputs, outputs, tasks)
+    assets = {role: bundle.asset(role) for role in bundle.manifest.assets}
+    return ReferenceSet(inputs, outputs, tasks, assets)
 
 
 def _split_task_reference(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:

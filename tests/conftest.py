@@ -79,3 +79,24 @@ def tiny_clip_copy(tiny_clip: BuildResult, tmp_path: Path) -> Path:
     dest = tmp_path / "bundle"
     shutil.copytree(tiny_clip.bundle, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_florence2(bundles_dir: Path) -> BuildResult:
+    """The random tiny Florence-2 (768 px, 577 image features, BART-layout tokenizer), FP32."""
+    from trtdeploy.build import BundleFromRecipe
+
+    settings = BuildSettings(
+        model="florence2", preset="tiny", out=bundles_dir / "florence2-tiny" / "fp32", quiet=True
+    )
+    return BundleFromRecipe(settings)()
+
+
+@pytest.fixture(scope="session")
+def shapes_florence2(bundles_dir: Path) -> BuildResult:
+    """The committed trained tiny Florence-2, FP32: gated on tokens and on the ground truth."""
+    from trtdeploy.build import BundleFromRecipe
+
+    out = bundles_dir / "florence2-shapes" / "fp32"
+    settings = BuildSettings(model="florence2", preset="florence2-shapes-tiny", out=out, quiet=True)
+    return BundleFromRecipe(settings)()

@@ -11,8 +11,13 @@ from trtdeploy.runtime.errors import ArtifactError
 from trtdeploy.runtime.pipelines.base import Pipeline, RunRequest
 from trtdeploy.runtime.pipelines.clip import ClipPipeline
 from trtdeploy.runtime.pipelines.clipseg import ClipSegPipeline
+from trtdeploy.runtime.pipelines.florence2 import Florence2Pipeline
 
-PIPELINES: dict[str, type[Pipeline]] = {"clip": ClipPipeline, "clipseg": ClipSegPipeline}
+PIPELINES: dict[str, type[Pipeline]] = {
+    "clip": ClipPipeline,
+    "clipseg": ClipSegPipeline,
+    "florence2": Florence2Pipeline,
+}
 
 __all__ = ["PIPELINES", "Pipeline", "RunRequest", "pipeline_class"]
 
