@@ -9,6 +9,9 @@
 #   make bench MODEL=clipseg [PROMPTS=1,3,8]              also: segment one image with P prompts vs eager
 #   make regress [MODEL=clip PRECISION=fp32]              fresh build + bench vs baselines/ (exit 8 on regression)
 #   make baseline MODEL=clip PRECISION=fp32 [RUNS=3]      record a baseline for this machine class
+#   make soak [SOAK_BUNDLE=dir] [SOAK_SECONDS=600] [SOAK_THREADS=8]
+#                  one bundle under concurrent load: results equal to a serial run, no errors,
+#                  bounded memory growth (exit 1 names the failing figure)
 #   make tiny-models [TINY_OUT=build/tiny-models]        retrain the shapes models, check the committed figures
 #                  (TINY_OUT=models/weights replaces the committed folders instead)
 #   make clean     remove build outputs (make distclean also removes .venv)
@@ -36,7 +39,7 @@ TRT_STUBS_WHEEL   := tensorrt_stubs-$(TRT_STUBS_VERSION)-py3-none-any.whl
 TRT_STUBS_SHA256  := 749a36a1f825db0800a82d0dabbf7ef49f3a9edc1e794c9545fb94a551613fea
 TRT_STUBS_STAMP   := .typecheck/.tensorrt-stubs-$(TRT_STUBS_VERSION)
 
-.PHONY: setup engine test lint typecheck-tree typecheck-stubs bench regress baseline tiny-models clean distclean
+.PHONY: setup engine test lint typecheck-tree typecheck-stubs bench regress baseline soak tiny-models clean distclean
 
 setup: $(STAMP)
 
@@ -70,6 +73,15 @@ RUNS ?= 3
 baseline: $(STAMP)
 	$(BIN)/trtdeploy regress $(MODEL) --precision $(PRECISION) $(if $(PRESET),--preset $(PRESET)) \
 		--batch $(BATCH) --write-baseline --runs $(RUNS)
+
+# soak: one loaded bundle shared by SOAK_THREADS threads for SOAK_SECONDS, every answer checked
+# against a serial run, errors counted, resident memory growth from mid-run bounded.
+SOAK_BUNDLE  ?= $(OUT)
+SOAK_THREADS ?= 8
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(BIN)/python -m trtdeploy.soak $(SOAK_BUNDLE) --threads $(SOAK_THREADS) --seconds $(SOAK_SECONDS) \
+		--target $(TARGET) $(if $(MAX_GROWTH_MIB),--max-growth-mib $(MAX_GROWTH_MIB))
 
 # mypy resolves modules from folders; the package maps trtdeploy.* onto top-level folders, so lint
 # type-checks a generated tree of links that mirrors the import names.
