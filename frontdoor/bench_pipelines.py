@@ -152,9 +152,16 @@ def clipseg_segment(ctx: PipelineBenchContext) -> list[PipelineRow]:
     return rows
 
 
+def florence2_generation(ctx: PipelineBenchContext) -> list[PipelineRow]:
+    from trtdeploy.bench_florence2 import florence2_generation as rows
+
+    return rows(ctx)
+
+
 PIPELINE_BENCHES: dict[str, Callable[[PipelineBenchContext], list[PipelineRow]]] = {
     "clip": clip_zero_shot,
     "clipseg": clipseg_segment,
+    "florence2": florence2_generation,
 }
 
 

@@ -54,7 +54,7 @@ from trtdeploy.models.florence2_references import (
 )
 from trtdeploy.models.image_processor import IMAGENET_MEAN, IMAGENET_STD
 from trtdeploy.models.recipe import Component, Feeds, LoadedModel, Preset, Recipe
-from trtdeploy.runtime.bundle import BundleWriter
+from trtdeploy.runtime.bundle_writer import BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
 from trtdeploy.runtime.errors import ArtifactError
 from trtdeploy.runtime.executor import ComponentRuns

@@ -113,7 +113,7 @@ def reference_generations(
     with torch.inference_mode():
         for (setting, ids), members in groups.items():
             settings = layout.settings(json.loads(setting))
-            config = GenerationConfig(**_generate_kwargs(layout, json.loads(setting), settings))
+            config = GenerationConfig(**generate_kwargs(layout, json.loads(setting), settings))
             input_ids = torch.tensor([[image_id] * layout.image_tokens + list(ids)] * len(members))
             generated = model.generate(
                 input_ids=input_ids,
@@ -122,18 +122,18 @@ def reference_generations(
                 generation_config=config,
             )
             for k, row in zip(members, generated.numpy(), strict=True):
-                out[k] = _trim(row, settings.eos_token_ids, settings.pad_token_id)
+                out[k] = trim_generated(row, settings.eos_token_ids, settings.pad_token_id)
     return [row for row in out if row is not None]
 
 
-def _generate_kwargs(layout: Florence2Layout, overrides: Mapping[str, Any], settings: Any) -> dict[str, Any]:
+def generate_kwargs(layout: Florence2Layout, overrides: Mapping[str, Any], settings: Any) -> dict[str, Any]:
     kwargs = {**layout.generation_config, **overrides}
     if settings.suppress_tokens:
         kwargs["suppress_tokens"] = list(settings.suppress_tokens)
     return kwargs
 
 
-def _trim(row: np.ndarray, eos: Sequence[int], pad: int | None) -> np.ndarray:
+def trim_generated(row: np.ndarray, eos: Sequence[int], pad: int | None) -> np.ndarray:
     """generate()'s row without the padding after EOS (the start token and EOS kept)."""
     for k in range(1, len(row)):
         if int(row[k]) in eos:

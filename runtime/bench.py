@@ -46,11 +46,23 @@ class LatencyStats:
         }
 
 
+# Pause between blocks: a framework's thread pool keeps spinning for a while after its last call
+# (OpenMP's default block time is 200 ms), stealing cores from the other side's next block; short
+# calls (a tiny model's tens of ms) would otherwise be timed against a busy machine.
+SETTLE_SECONDS = 0.3
+
+
 def time_blocks(
-    runners: Mapping[str, Callable[[], object]], *, iterations: int, warmup: int, blocks: int
+    runners: Mapping[str, Callable[[], object]],
+    *,
+    iterations: int,
+    warmup: int,
+    blocks: int,
+    settle: float = SETTLE_SECONDS,
 ) -> dict[str, list[float]]:
     """Per-call seconds for each runner, measured in ``blocks`` alternating blocks of
-    ``iterations`` timed calls, each block after ``warmup`` untimed calls."""
+    ``iterations`` timed calls, each block after ``settle`` seconds of rest and ``warmup``
+    untimed calls."""
     if iterations < 1 or blocks < 1 or warmup < 0:
         raise ValueError("iterations and blocks must be >= 1, warmup >= 0")
     samples: dict[str, list[float]] = {name: [] for name in runners}
@@ -59,6 +71,7 @@ def time_blocks(
         # Reverse the order every other block, so neither runner always goes first.
         for name in order if block % 2 == 0 else reversed(order):
             call = runners[name]
+            time.sleep(settle)
             for _ in range(warmup):
                 call()
             for _ in range(iterations):

@@ -11,16 +11,17 @@ replayed (TensorRT's own advice: enqueue once before capturing, so one-time set-
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trtdeploy.runtime.bundle import Bundle
-from trtdeploy.runtime.engine import Engine
+from trtdeploy.runtime.engine import Engine, Resident, check_finite_outputs
 from trtdeploy.runtime.engine_cache import EngineCache, PlanKey, PlanRecord, rebuild_command
 from trtdeploy.runtime.errors import ArtifactError, BackendUnavailable, IncompatibleEngine
 from trtdeploy.runtime.specs import IOSpec
@@ -58,8 +59,26 @@ class TrtEngineSettings:
             raise ValueError(f"max_contexts and graphs_per_context must be at least 1: {self}")
 
 
+class DeviceTensor:
+    """An output kept on the device for a later call (Engine.run_resident): its own allocation,
+    freed when the last reference to it goes."""
+
+    def __init__(self, buffer: DeviceBuffer) -> None:
+        self.buffer = buffer
+
+    @property
+    def ptr(self) -> int:
+        return self.buffer.ptr
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # the CUDA context may already be gone at exit
+            self.buffer.free()
+
+
 class TrtEngine(Engine):
     """One component's TensorRT plan, deserialized and ready to run."""
+
+    resident_kind = "tensorrt"
 
     def __init__(
         self,
@@ -131,6 +150,21 @@ class TrtEngine(Engine):
             return slot.run(feeds)
         finally:
             self._pool.release(slot)
+
+    def _run_resident(
+        self, feeds: dict[str, np.ndarray], resident: Mapping[str, Resident], keep: Collection[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Resident]]:
+        """Resident inputs are bound by their device address (no copy), kept outputs are written
+        into allocations of their own and handed back as Residents (no copy either)."""
+        if self._engine is None:
+            raise BackendUnavailable(f"{self.component}: the engine was closed.")
+        slot = self._pool.acquire()
+        try:
+            host, kept = slot.run_resident(feeds, resident, keep, self.resident_kind)
+        finally:
+            self._pool.release(slot)
+        check_finite_outputs(self.component, host, feeds)
+        return host, kept
 
     def close(self) -> None:
         pool = self.__dict__.pop("_pool", None)
@@ -274,9 +308,70 @@ class _ExecutionSlot:
         # Copies: the pinned buffers are reused by the next call.
         return {n: self._host[n].view(self._dtypes[n], out_shapes[n]).copy() for n in self._outputs}
 
-    def _set_input_shapes(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def run_resident(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        resident: Mapping[str, Resident],
+        keep: Collection[str],
+        kind: str,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Resident]]:
+        rt = cudart()
+        cuda_call(rt.cudaSetDevice(self._settings.device), "cudaSetDevice")
+        shapes = {n: tuple(int(d) for d in a.shape) for n, a in feeds.items()}
+        shapes.update({n: r.shape for n, r in resident.items()})
+        self._set_input_shapes(shapes)
+        out_shapes = self._output_shapes()
+        h2d = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        for name, array in feeds.items():
+            self._device[name].ensure(array.nbytes)
+            self._host[name].ensure(array.nbytes)
+            self._bind(name, self._device[name].ptr)
+            self._host[name].view(array.dtype, array.shape)[...] = array
+            cuda_call(
+                rt.cudaMemcpyAsync(
+                    self._device[name].ptr, self._host[name].ptr, array.nbytes, h2d, self.stream
+                ),
+                "cudaMemcpyAsync (host to device)",
+            )
+        for name, r in resident.items():
+            self._bind(name, r.handle.ptr)
+        kept: dict[str, DeviceTensor] = {}
+        for name, shape in out_shapes.items():
+            nbytes = _nbytes(self._dtypes[name], shape)
+            if name in keep:  # its own allocation: the next call must not write over it
+                buffer = DeviceBuffer()
+                buffer.ensure(nbytes)
+                kept[name] = DeviceTensor(buffer)
+                self._bind(name, buffer.ptr)
+            else:
+                self._device[name].ensure(nbytes)
+                self._host[name].ensure(nbytes)
+                self._bind(name, self._device[name].ptr)
+        self._drop_graphs()  # the addresses change every step: no graph replays them
+        self._enqueue()
+        d2h = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        host_names = [n for n in self._outputs if n not in kept]
+        for name in host_names:
+            nbytes = _nbytes(self._dtypes[name], out_shapes[name])
+            cuda_call(
+                rt.cudaMemcpyAsync(self._host[name].ptr, self._device[name].ptr, nbytes, d2h, self.stream),
+                "cudaMemcpyAsync (device to host)",
+            )
+        cuda_call(rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        host = {n: self._host[n].view(self._dtypes[n], out_shapes[n]).copy() for n in host_names}
+        residents = {
+            n: Resident(out_shapes[n], str(self._dtypes[n]), tensor, kind) for n, tensor in kept.items()
+        }
+        return host, residents
+
+    def _bind(self, name: str, ptr: int) -> None:
+        if not self.context.set_tensor_address(name, ptr):
+            raise BackendUnavailable(f"TensorRT refused the device address for {name!r}.")
+
+    def _set_input_shapes(self, feeds: Mapping[str, Any]) -> None:
         for name in self._inputs:
-            shape = tuple(int(d) for d in feeds[name].shape)
+            value = feeds[name]
+            shape = tuple(int(d) for d in (value.shape if hasattr(value, "shape") else value))
             if not self.context.set_input_shape(name, shape):
                 raise ArtifactError(
                     f"TensorRT refused shape {shape} for {name!r}, which the manifest's profile allows: the plan "
@@ -309,8 +404,7 @@ class _ExecutionSlot:
         for name, nbytes in sizes.items():
             moved |= self._device[name].ensure(nbytes)
             self._host[name].ensure(nbytes)
-            if not self.context.set_tensor_address(name, self._device[name].ptr):
-                raise BackendUnavailable(f"TensorRT refused the device address for {name!r}.")
+            self._bind(name, self._device[name].ptr)
         if moved:
             self._drop_graphs()  # a graph replays the addresses it captured
 

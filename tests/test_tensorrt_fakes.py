@@ -266,3 +266,36 @@ def test_dla_core_the_device_lacks_is_unavailable(
         BackendUnavailable, match="DLA core 0 was asked for; this device's TensorRT reports 0"
     ):
         PlanFromOnnx(TrtBuildOptions(dla_core=0))(tmp_path / "toy.onnx", IO.profile_shapes())
+
+
+def test_kept_outputs_stay_on_the_device_between_calls(fakes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A decoder's loop: an output kept on the device feeds the next call by its address (no host
+    copy of it either way), its own allocation survives the next call, and it is checked by shape."""
+    from trtdeploy.runtime.engine import Resident
+
+    _, cuda = fakes
+    toy = engine(tmp_path)
+    first = feeds(2, 5)
+    host, kept = toy.run_resident(first, {}, keep=["y"])
+    assert set(host) == {"n"} and set(kept) == {"y"} and kept["y"].shape == (2, 4)
+    assert kept["y"].owner == "tensorrt"
+    np.testing.assert_array_equal(host["n"], first["ids"] + 1)
+    copies_before = len([c for c in cuda.calls if c == "cudaMalloc"])
+    host, again = toy.run_resident({"ids": first["ids"]}, {"x": kept["y"]}, keep=["y"])  # x <- the kept y
+    plain = toy.run({"x": 2 * first["x"], "ids": first["ids"]})
+    from fake_tensorrt import _array
+
+    np.testing.assert_array_equal(_array(again["y"].handle.ptr, np.float32, (2, 4)), plain["y"])  # 4 x
+    np.testing.assert_array_equal(
+        _array(kept["y"].handle.ptr, np.float32, (2, 4)), 2 * first["x"]
+    )  # untouched
+    assert len([c for c in cuda.calls if c == "cudaMalloc"]) > copies_before  # a fresh buffer per kept output
+    buffers = len(cuda.buffers)
+    del kept
+    assert len(cuda.buffers) == buffers - 1  # freed with its last reference
+    wrong = Resident((2, 5), "float32", again["y"].handle, "tensorrt")
+    with pytest.raises(InputValidationError, match="axis 1 must be 4"):
+        toy.run_resident({"ids": first["ids"]}, {"x": wrong})
+    with pytest.raises(InputValidationError, match="held by another backend"):
+        toy.run_resident({"ids": first["ids"]}, {"x": Resident((2, 4), "float32", first["x"], "numpy")})
+    toy.close()
