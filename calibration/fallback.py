@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from trtdeploy.runtime.errors import VerificationError
+
 
 @dataclass
 class FallbackSearch:
@@ -20,8 +22,8 @@ class FallbackSearch:
     evaluations: list[dict[str, object]] = field(default_factory=list)
 
 
-class BudgetUnreachable(Exception):
-    """Even with every ranked layer in FP16 the budget is missed."""
+class BudgetUnreachable(VerificationError):
+    """Even with every ranked layer in FP16 the budget is missed (exit 6, like any missed budget)."""
 
 
 def search_exclusions(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -28,6 +29,8 @@ from trtdeploy.calibration.int8 import (
 from trtdeploy.calibration.ort_forms import FORM_NAME, dynamic_int8_form
 from trtdeploy.calibration.sensitivity import rank_by_sensitivity
 from trtdeploy.runtime.bundle import sha256_file
+from trtdeploy.runtime.errors import UsageError
+from trtdeploy.runtime.failpoints import failpoint
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FP16_STAT_BATCHES = 4  # island detection records every tensor; a few batches show the ranges
@@ -78,6 +81,7 @@ class GraphsForPrecision:
         precision = self.settings.precision
         if precision == "fp32":
             return PrecisionOutcome(dict(fp32), method={"kind": "fp32"})
+        check_named_nodes(fp32, self.settings)
         fp16 = {c: self._fp16(c, path, workdir) for c, path in fp32.items()}
         fp16_method = {
             "islands": {c: r.describe() for c, r in fp16.items()},
@@ -212,9 +216,38 @@ class GraphsForPrecision:
             if record.get("key") == key:
                 return dict(record, reused=True)
         thresholds = calibrate(fp32_path, targets, self.calibration.batches(component), settings)
+        failpoint("calibration")
         record = {"key": key, "key_fields": key_fields, "thresholds": thresholds}
         _write_atomic(cache, json.dumps(record, indent=1, sort_keys=True))
         return dict(record, reused=False)
+
+
+def check_named_nodes(fp32: Mapping[str, Path], settings: PrecisionSettings) -> None:
+    """Every node a user named (--int8-exclude, --fp16-keep) exists in some graph, and every op type
+    named is one INT8 quantizes: a misspelled name would leave that layer as it was, without a word."""
+    nodes, ops = set(), set()
+    for path in fp32.values():
+        graph = onnx.load(str(path), load_external_data=False).graph
+        nodes |= {n.name for n in graph.node}
+        ops |= {n.op_type for n in graph.node}
+    named = {
+        "--int8-exclude": [*settings.int8.exclude_nodes],
+        "--fp16-keep": [*settings.fp16.keep_fp32_nodes],
+    }
+    problems = []
+    for option, names in named.items():
+        for name in names:
+            if name not in nodes:
+                hint = difflib.get_close_matches(name, sorted(nodes | ops), n=1)
+                problems.append(f"{option} {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    for op in settings.int8.exclude_op_types:
+        if op not in ops:
+            problems.append(f"--int8-exclude {op!r}: no graph of this model has that op type")
+    if problems:
+        raise UsageError(
+            f"these names match no node of the model's graphs: {'; '.join(problems)}. Node names are as "
+            "`trtdeploy lint` and the manifest's fallback record print them; op types as ONNX spells them (MatMul)."
+        )
 
 
 def _write_atomic(path: Path, text: str) -> None:

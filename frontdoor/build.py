@@ -12,17 +12,22 @@ TensorRT plans, built and verified (tensorrt)     runtime/tensorrt_build.py, on 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import importlib.metadata
 import json
+import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trtdeploy.calibration.data import CalibrationSet, CalibrationSettings
+from trtdeploy.calibration.fallback import BudgetUnreachable
 from trtdeploy.calibration.fp16 import Fp16Settings
 from trtdeploy.calibration.int8 import Int8Settings
 from trtdeploy.calibration.precision import (
@@ -39,10 +44,12 @@ from trtdeploy.models.recipe import Component, LoadedModel, Recipe
 from trtdeploy.models.reference import TorchEngine
 from trtdeploy.models.registry import get_recipe
 from trtdeploy.progress import Progress
-from trtdeploy.runtime.bundle import TASK_REFERENCE, Bundle, BundleWriter, ComponentEntry, Manifest
+from trtdeploy.runtime.bundle import TASK_REFERENCE, Bundle, ComponentEntry, Manifest, budget_problems
+from trtdeploy.runtime.bundle_writer import BundleWriter, OutputClaim, leftover_prefix
 from trtdeploy.runtime.compare import Budget
-from trtdeploy.runtime.errors import BackendUnavailable, ExportError
+from trtdeploy.runtime.errors import BackendUnavailable, ExportError, StorageError, UsageError
 from trtdeploy.runtime.executor import Executor, ReferenceSet
+from trtdeploy.runtime.failpoints import failpoint
 from trtdeploy.runtime.onnxruntime_backend import ORT_TARGETS, OrtSettings
 from trtdeploy.runtime.pipelines import pipeline_class
 from trtdeploy.runtime.reports import VerificationReport, raise_if_failed
@@ -118,9 +125,10 @@ def export_model(settings: BuildSettings, recipe: Recipe, progress: Progress) ->
         loaded = recipe.load(settings.preset, settings.weights)
         progress.note(f"weights sha256 {loaded.weights['sha256'][:16]}…")
     components = recipe.components(loaded.model)
-    parent = settings.bundle_dir().absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    scratch = tempfile.TemporaryDirectory(prefix=".export-", dir=parent)
+    final = settings.bundle_dir().absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Named after the output, so the next build of it clears the folder if this one is killed.
+    scratch = tempfile.TemporaryDirectory(prefix=leftover_prefix(final, "export"), dir=final.parent)
     fp32 = {}
     with progress.step(f"exporting {len(components)} components to ONNX"):
         for component in components:
@@ -134,6 +142,7 @@ def export_model(settings: BuildSettings, recipe: Recipe, progress: Progress) ->
                 f"{dict(component.trace_sizes)}), max abs {max(r.max_abs for r in results):.2g} vs PyTorch"
             )
             fp32[component.name] = path
+            failpoint("export")
     return ExportedModel(loaded, components, fp32, scratch)
 
 
@@ -162,12 +171,24 @@ class BundleFromRecipe:
         s = self.settings
         steps = 5 + (2 if self.exported is None else 0) + (1 if s.target == "tensorrt" else 0)
         progress = Progress(total=steps, quiet=s.quiet)
-        exported = self.exported or export_model(s, self.recipe, progress)
+        # Claimed before anything is exported: a destination that isn't trtdeploy's is refused at once.
+        protected = [s.weights] if s.weights is not None else []
         try:
-            result = self._build(exported, progress)
-        finally:
-            if self.exported is None:
-                exported.close()
+            shared = [Path(self.exported.scratch.name)] if self.exported is not None else []
+            with OutputClaim(s.bundle_dir(), protected, keep=shared), temporary_files_beside(s.bundle_dir()):
+                exported = self.exported or export_model(s, self.recipe, progress)
+                try:
+                    result = self._build(exported, progress)
+                finally:
+                    if self.exported is None:
+                        exported.close()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError(
+                    f"the build ran out of disk space ({exc}); nothing was replaced at {s.bundle_dir()} and the "
+                    "partial files were removed. Free space (a full-size bundle takes about 1-2 GB) and rebuild."
+                ) from exc
+            raise
         if s.target == "tensorrt":
             with progress.step("building and verifying the TensorRT plans"):
                 result = self._tensorrt_plans(result, progress)
@@ -175,13 +196,21 @@ class BundleFromRecipe:
 
     def _build(self, exported: ExportedModel, progress: Progress) -> BuildResult:
         s = self.settings
+        self._check_budget(exported.components)
         with BundleWriter(s.bundle_dir()) as writer:
             with progress.step("recording held-out reference inputs and PyTorch outputs"):
                 assets = self.recipe.write_assets(exported.loaded, writer)
                 reference = self._write_references(exported, writer, assets)
             manifest = self._manifest(exported, assets, writer)
             with progress.step(f"making the {s.precision} graphs"):
-                outcome = self._precision(exported, writer, assets, manifest, progress)
+                try:
+                    outcome = self._precision(exported, writer, assets, manifest, progress)
+                except BudgetUnreachable:  # the INT8 fallback found no layers to keep that meet it
+                    rejected = writer.reject()
+                    progress.note(
+                        f"the budget can't be met; the build so far is kept in {rejected} for inspection"
+                    )
+                    raise
                 entries = self._write_graphs(manifest, writer, outcome)
                 manifest = replace(
                     manifest, components=tuple(entries), precision_method=self._method(outcome)
@@ -342,6 +371,14 @@ class BundleFromRecipe:
         # device will build, checked before any GPU sees them.
         return "onnxruntime" if self.settings.target == "tensorrt" else self.settings.target
 
+    def _check_budget(self, components: Sequence[Component]) -> None:
+        """Before any reference is recorded: a budget naming nothing is a mistake to fix first."""
+        budget = self.settings.budget or self.recipe.budget(self.settings.precision)
+        outputs = [f"{c.name}/{o}" for c in components for o in c.io.output_names]
+        problems = budget_problems(budget, pipeline_class(self.recipe.pipeline).task_names, outputs)
+        if problems:
+            raise UsageError(f"the {self.settings.precision} budget {'; '.join(problems)}; fix its names.")
+
     def _manifest(self, exported: ExportedModel, assets: dict[str, str], writer: BundleWriter) -> Manifest:
         precision = self.settings.precision
         config = (
@@ -372,6 +409,32 @@ class BundleFromRecipe:
             created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             pipeline_config=config,
         )
+
+
+@contextlib.contextmanager
+def temporary_files_beside(final: Path) -> Iterator[Path]:
+    """Everything the libraries write while building goes into a hidden folder beside the bundle,
+    removed afterwards (and by the next build if this one is killed): Python's temporary files
+    (transformers' save_pretrained, the exporter) and torch's compile cache, which would otherwise
+    land in /tmp/torchinductor_<user>. The build writes nothing outside the build folder."""
+    final = Path(final).absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=leftover_prefix(final, "tmp"), dir=final.parent))
+    saved = {name: os.environ.get(name) for name in ("TMPDIR", "TORCHINDUCTOR_CACHE_DIR")}
+    saved_tempdir = tempfile.tempdir
+    os.environ["TMPDIR"] = str(folder)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "torchinductor")
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved_tempdir
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _no_evaluation(graphs: Any) -> tuple[bool, str]:

@@ -30,7 +30,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from trtdeploy.runtime.errors import TrtDeployError
 from trtdeploy.runtime.targets import AUTO_TARGET, TARGETS, resolve_target
@@ -48,19 +48,50 @@ TARGET_CHOICES = (*TARGETS, AUTO_TARGET)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         return int(args.handler(args))
     except TrtDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors raised as trtdeploy's UsageError (exit 2, one message)."""
+
+    def error(self, message: str) -> NoReturn:
+        from trtdeploy.runtime.errors import UsageError
+
+        raise UsageError(f"{self.prog}: {message}. See `{self.prog} --help`.")
+
+
+def _writable_report(path: Path | None) -> None:
+    """Refuse a --report path that can't be written, before any work is done."""
+    from trtdeploy.runtime.errors import UsageError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"--report {path} is a folder; name a file such as {path / 'report.json'}.")
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"--report {path}: the folder {path.parent} does not exist; create it or name another file."
+        )
+
+
+def _count(text: str) -> int:
+    """A whole number >= 1 (iterations, threads, samples, tokens...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trtdeploy", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = _Parser(prog="trtdeploy", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the models and their presets")
@@ -85,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calib-dir", type=Path, help="calibration images + prompts.txt (default: the built-in set)"
     )
-    p.add_argument("--calib-size", type=int, default=128, help="calibration samples (default 128)")
+    p.add_argument("--calib-size", type=_count, default=128, help="calibration samples (default 128)")
     p.add_argument(
         "--int8-exclude",
         action="append",
@@ -103,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         help="where the bundle will run (default auto: tensorrt with TensorRT and a GPU, else onnxruntime)",
     )
     p.add_argument("--out", type=Path, help="bundle folder (default build/<model>/<precision>)")
-    p.add_argument("--threads", type=int, help="CPU threads for verification (default: all cores)")
+    p.add_argument("--threads", type=_count, help="CPU threads for verification (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=_build)
 
@@ -122,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="run a bundle's engines on its reference inputs and check its budget")
     p.add_argument("bundle", type=Path)
     p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=_count)
     p.add_argument("--report", type=Path, help="also write the report as JSON here")
     p.add_argument(
         "--form",
@@ -145,14 +176,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", help="Florence-2: the task token, e.g. '<CAPTION>' or '<OD>'")
     p.add_argument("--text", help="Florence-2: the task's input (a phrase, or a <loc_..> region)")
-    p.add_argument("--num-beams", type=int, help="Florence-2: beam search width (default: the checkpoint's)")
-    p.add_argument("--max-new-tokens", type=int, help="Florence-2: most tokens to generate")
+    p.add_argument(
+        "--num-beams", type=_count, help="Florence-2: beam search width (default: the checkpoint's)"
+    )
+    p.add_argument("--max-new-tokens", type=_count, help="Florence-2: most tokens to generate")
     p.add_argument(
         "--out-dir", type=Path, help="CLIPSeg: write each mask as a PNG; Florence-2: the answer drawn"
     )
     p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
     p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=_count, help="CPU threads (default: all cores)")
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("info", help="show what a bundle holds")
@@ -180,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
         "--baselines", type=Path, default=Path("baselines"), help="baseline folder (default baselines)"
     )
     p.add_argument("--bundle", type=Path, help="use this bundle instead of rebuilding one")
-    p.add_argument("--runs", type=int, default=3, help="with --write-baseline: benchmark runs (default 3)")
+    p.add_argument("--runs", type=_count, default=3, help="with --write-baseline: benchmark runs (default 3)")
     p.add_argument("--write-baseline", action="store_true", help="record a new baseline instead of comparing")
     p.set_defaults(handler=_regress)
     return parser
@@ -197,11 +230,29 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    _torch_cache_beside(args.out or Path("build") / args.model / args.precision)
     from trtdeploy.build import BuildSettings, BundleFromRecipe
     from trtdeploy.calibration.data import CalibrationSettings
     from trtdeploy.calibration.fp16 import Fp16Settings
     from trtdeploy.calibration.int8 import QUANTIZABLE, Int8Settings
+    from trtdeploy.runtime.errors import UsageError
 
+    if args.precision == "fp32":
+        given = [
+            name
+            for name, value in (
+                ("--int8-exclude", args.int8_exclude),
+                ("--fp16-keep", args.fp16_keep),
+                ("--calib-dir", args.calib_dir),
+                ("--calibration", args.calibration != "percentile"),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} apply to fp16 and int8 builds; this is an fp32 build (--precision fp32). "
+                "Drop them, or build --precision int8."
+            )
     settings = BuildSettings(
         model=args.model,
         preset=args.preset,
@@ -244,6 +295,16 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _torch_cache_beside(out: Path) -> None:
+    """Before torch is imported: its compile cache, which torch._dynamo creates at import
+    (/tmp/torchinductor_<user> by default), goes into a hidden folder beside the bundle, which
+    the build clears (see build.temporary_files_beside). Nothing is written outside the build folder."""
+    import os
+
+    out = Path(out).absolute()
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(out.parent / f".{out.name}.tmp-torch"))
+
+
 def _build_all(settings: BuildSettings) -> int:
     from trtdeploy.compare_precisions import build_all, rows_to_markdown
 
@@ -264,7 +325,9 @@ def _add_tensorrt_options(p: argparse.ArgumentParser) -> None:
     )
 
     d = TrtBuildOptions()
-    p.add_argument("--workspace-mib", type=int, default=d.workspace_mib, help="builder workspace limit (MiB)")
+    p.add_argument(
+        "--workspace-mib", type=_count, default=d.workspace_mib, help="builder workspace limit (MiB)"
+    )
     p.add_argument(
         "--optimization-level", type=int, choices=range(6), default=d.optimization_level, help="TensorRT 0-5"
     )
@@ -301,6 +364,7 @@ def _engine(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise InputValidationError(f"engine options: {exc}") from exc
+    _writable_report(args.report)
     bundle = Bundle.load(args.bundle)
     stage = EngineFromBundle(options, rebuild=args.rebuild, cuda_graphs=args.cuda_graphs)
     try:
@@ -345,6 +409,7 @@ def _verify(args: argparse.Namespace) -> int:
     from trtdeploy.runtime.targets import open_engines
     from trtdeploy.runtime.verify import verify_bundle
 
+    _writable_report(args.report)
     bundle = Bundle.load(args.bundle)
     target = resolve_target(args.target)
     engines = open_engines(bundle, target, threads=args.threads, form=args.form)
@@ -412,11 +477,11 @@ def _add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--component", action="append", help="component to time (repeatable; default: all)")
     p.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
     p.add_argument("--target", default=AUTO_TARGET, choices=TARGET_CHOICES)
-    p.add_argument("--threads", type=int, help="threads for both sides (default: all cores)")
+    p.add_argument("--threads", type=_count, help="threads for both sides (default: all cores)")
     p.add_argument(
-        "--iterations", type=int, help="timed component calls per block (default 20; pipelines: a quarter)"
+        "--iterations", type=_count, help="timed component calls per block (default 20; pipelines: a quarter)"
     )
-    p.add_argument("--blocks", type=int, help="alternating blocks per side (default 4)")
+    p.add_argument("--blocks", type=_count, help="alternating blocks per side (default 4)")
     p.add_argument("--weights", type=Path, help="the weights folder the bundle was built from, if any")
 
 
@@ -425,13 +490,14 @@ def _bench_settings(args: argparse.Namespace) -> BenchSettings:
     from trtdeploy.runtime.errors import InputValidationError
 
     try:
-        batches = tuple(int(b) for b in args.batch.split(","))
+        batches = tuple(_count(b) for b in args.batch.split(","))
         prompts = (
-            tuple(int(p) for p in args.prompts.split(",")) if getattr(args, "prompts", None) else (1, 3, 8)
+            tuple(_count(p) for p in args.prompts.split(",")) if getattr(args, "prompts", None) else (1, 3, 8)
         )
-    except ValueError:
+    except argparse.ArgumentTypeError as exc:
         raise InputValidationError(
-            f"--batch and --prompts take comma-separated integers, got {args.batch!r} and {args.prompts!r}."
+            f"--batch and --prompts take comma-separated whole numbers of at least 1 ({exc}); got "
+            f"{args.batch!r} and {getattr(args, 'prompts', None)!r}."
         ) from None
     return BenchSettings(
         batches=batches,

@@ -275,9 +275,23 @@ def clipseg_calls(pipeline: Any) -> list[Callable[[], object]]:
     ]
 
 
+def florence2_calls(pipeline: Any) -> list[Callable[[], object]]:
+    """<CAPTION> and <OD> of each evaluation photograph, each a whole generation with the bundle's
+    beam search (answers and tokens compared exactly)."""
+    from trtdeploy.calibration.images import EVALUATION_IMAGES, load_images
+
+    images = load_images(EVALUATION_IMAGES)
+    return [
+        functools.partial(pipeline.answer, [image], task, max_new_tokens=12)
+        for image in images
+        for task in ("<CAPTION>", "<OD>")
+    ]
+
+
 SOAK_CALLS: dict[str, Callable[[Any], list[Callable[[], object]]]] = {
     "clip": clip_calls,
     "clipseg": clipseg_calls,
+    "florence2": florence2_calls,
 }
 
 

@@ -25,7 +25,7 @@ from trtdeploy.calibration.images import EVALUATION_IMAGES, load_images
 from trtdeploy.calibration.prompts import EVALUATION_PROMPTS
 from trtdeploy.models.clip_vocab import MAX_LENGTH, write_clip_tokenizer_json
 from trtdeploy.models.recipe import Component, Feeds, LoadedModel, Preset, Recipe
-from trtdeploy.runtime.bundle import BundleWriter
+from trtdeploy.runtime.bundle_writer import BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
 from trtdeploy.runtime.preprocess import ImagePreprocess
 from trtdeploy.runtime.specs import DimRange, IOSpec, TensorSpec

@@ -59,7 +59,7 @@ from trtdeploy.models.image_processor import (
     read_preprocessor_config,
 )
 from trtdeploy.models.recipe import Component, Feeds, LoadedModel, Preset, Recipe
-from trtdeploy.runtime.bundle import BundleWriter
+from trtdeploy.runtime.bundle_writer import BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
 from trtdeploy.runtime.errors import ArtifactError
 from trtdeploy.runtime.masks import encode_mask

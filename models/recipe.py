@@ -24,9 +24,9 @@ from trtdeploy.calibration.data import (
     raw_calibration_data,
     shapes_calibration_data,
 )
-from trtdeploy.runtime.bundle import BundleWriter
+from trtdeploy.runtime.bundle_writer import BundleWriter
 from trtdeploy.runtime.compare import Budget
-from trtdeploy.runtime.errors import ArtifactError
+from trtdeploy.runtime.errors import UsageError
 from trtdeploy.runtime.executor import ComponentRuns
 from trtdeploy.runtime.specs import IOSpec
 
@@ -105,7 +105,7 @@ class Recipe(abc.ABC):
 
         if weights is not None:
             if preset is not None:
-                raise ArtifactError(
+                raise UsageError(
                     "give either a preset or a weights folder, not both: the folder's config.json "
                     "defines the architecture."
                 )
@@ -116,7 +116,7 @@ class Recipe(abc.ABC):
         else:
             name = preset or self.default_preset
             if name not in self.presets:
-                raise ArtifactError(
+                raise UsageError(
                     f"{self.name} has no preset {name!r}; choose one of {sorted(self.presets)} "
                     "or pass a weights folder."
                 )

@@ -6,12 +6,14 @@ from trtdeploy.models.clip import RECIPE as CLIP
 from trtdeploy.models.clipseg import RECIPE as CLIPSEG
 from trtdeploy.models.florence2 import RECIPE as FLORENCE2
 from trtdeploy.models.recipe import Recipe
-from trtdeploy.runtime.errors import ArtifactError
+from trtdeploy.runtime.errors import UsageError
 
 RECIPES: dict[str, Recipe] = {"clip": CLIP, "clipseg": CLIPSEG, "florence2": FLORENCE2}
 
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        raise ArtifactError(f"unknown model {name!r}; trtdeploy builds {sorted(RECIPES)}.")
+        raise UsageError(
+            f"unknown model {name!r}; trtdeploy builds {sorted(RECIPES)} (see `trtdeploy models`)."
+        )
     return RECIPES[name]

@@ -15,16 +15,12 @@ killed build leaves no half bundle. Loading checks every file's hash before anyt
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -64,14 +60,25 @@ class ComponentEntry:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ComponentEntry:
+        forms = data.get("forms", {})
+        if not isinstance(forms, Mapping) or not all(isinstance(v, str) for v in forms.values()):
+            raise TypeError(f"component forms must map targets to file paths, got {forms!r:.80}")
         return cls(
-            name=str(data["name"]),
-            onnx=str(data["onnx"]),
+            name=_text(data, "name"),
+            onnx=_text(data, "onnx"),
             io=IOSpec.from_json(data["io"]),
-            reference_inputs=str(data["reference_inputs"]),
-            reference_outputs=str(data["reference_outputs"]),
-            forms={str(k): str(v) for k, v in data.get("forms", {}).items()},
+            reference_inputs=_text(data, "reference_inputs"),
+            reference_outputs=_text(data, "reference_outputs"),
+            forms={str(k): v for k, v in forms.items()},
         )
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    """A field that must be a string: a number where a file name belongs is a broken manifest, not a name."""
+    value = data[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a text, got {type(value).__name__} {value!r:.40}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,8 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 def _checked_relpath(root: Path, rel: str) -> Path:
     """Resolve a manifest path inside ``root``, refusing anything that could point outside it."""
+    if not isinstance(rel, str):
+        raise ArtifactError(f"the manifest names a file as {type(rel).__name__} {rel!r:.40}, not a path.")
     pure = PurePosixPath(rel)
     if pure.is_absolute() or ".." in pure.parts or "\\" in rel or not pure.parts:
         raise ArtifactError(f"manifest names the file {rel!r}, which is not a plain path inside the bundle.")
@@ -171,27 +180,17 @@ class Bundle:
 
     @classmethod
     def load(cls, root: str | Path, *, check_hashes: bool = True) -> Bundle:
+        """The bundle at ``root``: its manifest parsed strictly, every file in the folder listed by
+        it (nothing unlisted is ever read: an ONNX external-data file the manifest does not name is
+        refused, not loaded), every listed file matching its size and sha256, and its pipeline
+        settings within the ranges the pipeline can honour."""
         root = Path(root)
-        if not root.is_dir():
+        if root.is_symlink() or not root.is_dir():
             raise ArtifactError(
-                f"bundle folder {root} does not exist. Build it first: make engine MODEL=<model>."
+                f"bundle folder {root} does not exist (or is a symbolic link, which bundles never are). "
+                "Build it first: make engine MODEL=<model>."
             )
-        manifest_path = root / MANIFEST
-        if not manifest_path.is_file():
-            raise ArtifactError(
-                f"{root} has no {MANIFEST}: it is not a bundle, or its build did not finish. "
-                "Rebuild it with make engine."
-            )
-        try:
-            data = json.loads(manifest_path.read_text(encoding="utf-8"))
-            manifest = Manifest.from_json(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"{manifest_path} is not a valid trtdeploy manifest: {exc!r}.") from exc
-        if manifest.format_version != FORMAT_VERSION:
-            raise ArtifactError(
-                f"{manifest_path} has format version {manifest.format_version}; this trtdeploy reads "
-                f"version {FORMAT_VERSION}. Rebuild the bundle with this version."
-            )
+        manifest = read_manifest(root)
         bundle = cls(root, manifest)
         referenced = [c.onnx for c in manifest.components] + [
             f for c in manifest.components for f in c.forms.values()
@@ -200,10 +199,32 @@ class Bundle:
         referenced += list(manifest.assets.values())
         unlisted = sorted(set(referenced) - set(manifest.files))
         if unlisted:
-            raise ArtifactError(f"{manifest_path} refers to files it does not list with a hash: {unlisted}.")
+            raise ArtifactError(
+                f"{root / MANIFEST} refers to files it does not list with a hash: {unlisted}."
+            )
+        check_no_strangers(root, manifest)
         if check_hashes:
             bundle.check_files()
+        bundle._check_pipeline_config()
         return bundle
+
+    def _check_pipeline_config(self) -> None:
+        from trtdeploy.runtime.pipelines import pipeline_class
+
+        pipeline = pipeline_class(self.manifest.pipeline)
+        problems = budget_problems(self.manifest.budget, pipeline.task_names, manifest_outputs(self.manifest))
+        if problems:
+            raise ArtifactError(
+                f"{self.root}: the manifest's budget {'; '.join(problems)}. Rebuild the bundle."
+            )
+        pipeline.check_config(self.manifest.pipeline_config)
+        if "pipeline" in self.manifest.assets and self.read_json(self.manifest.assets["pipeline"]) != dict(
+            self.manifest.pipeline_config
+        ):
+            raise ArtifactError(
+                f"{self.root}: pipeline.json differs from the settings the manifest recorded; the bundle was "
+                "edited after its build. Rebuild it."
+            )
 
     def check_files(self) -> None:
         """Check every listed file's size and sha256; raise on the first mismatch."""
@@ -232,7 +253,7 @@ class Bundle:
         return _checked_relpath(self.root, rel)
 
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.path(rel).read_text(encoding="utf-8"))
+        return read_json_file(self.path(rel))
 
     def asset(self, role: str) -> Path:
         if role not in self.manifest.assets:
@@ -245,106 +266,127 @@ class Bundle:
         return read_npz(self.path(entry.reference_inputs)), read_npz(self.path(entry.reference_outputs))
 
 
+def budget_problems(budget: Budget, task_names: frozenset[str], outputs: Sequence[str]) -> list[str]:
+    """What in a budget names nothing: a task metric the pipeline does not compute, or an output
+    pattern matching none of ``outputs`` ("component/output"). Either would leave what it meant
+    ungated without a word."""
+    problems = []
+    unknown = sorted(set(budget.tasks) - task_names)
+    if unknown:
+        problems.append(
+            f"names task metrics {unknown} that the pipeline does not compute (it computes {sorted(task_names)})"
+        )
+    unmatched = budget.unmatched_keys(outputs)
+    if unmatched:
+        problems.append(f"names outputs {unmatched} that no component has")
+    return problems
+
+
+def manifest_outputs(manifest: Manifest) -> list[str]:
+    return [f"{c.name}/{o}" for c in manifest.components for o in c.io.output_names]
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
-class BundleWriter:
-    """Writes a bundle into a hidden temporary sibling folder and swaps it into place on commit.
-
-    Use as a context manager: leaving the block without ``commit`` (an exception, a kill)
-    leaves the final folder untouched and the temporary one is removed (or, after a kill, is a
-    hidden folder without a manifest that no loader accepts).
-    """
-
-    def __init__(self, final: str | Path) -> None:
-        self.final = Path(final).absolute()
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
-        self.root.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and shared
-        self.committed = False
-
-    def __enter__(self) -> BundleWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if not self.committed:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def path(self, rel: str) -> Path:
-        path = _checked_relpath(self.root, rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def write_json(self, rel: str, obj: Any) -> Path:
-        path = self.path(rel)
-        path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return path
-
-    def write_text(self, rel: str, text: str) -> Path:
-        path = self.path(rel)
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    def write_npz(self, rel: str, arrays: Mapping[str, np.ndarray]) -> Path:
-        path = self.path(rel)
-        with open(path, "wb") as fh:
-            # numpy's stub reads **arrays as a possible allow_pickle=...; the keys are tensor names.
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
-        return path
-
-    def files(self) -> Iterator[str]:
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and path.name != MANIFEST:
-                yield path.relative_to(self.root).as_posix()
-
-    def commit(self, manifest: Manifest) -> Manifest:
-        """Hash every file, write the manifest last, fsync, and swap the folder into place."""
-        files = {}
-        for rel in self.files():
-            path = self.root / rel
-            files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-            _fsync(path)
-        final_manifest = replace(manifest, files=files)
-        manifest_path = self.root / MANIFEST
-        manifest_path.write_text(json.dumps(final_manifest.to_json(), indent=2) + "\n", encoding="utf-8")
-        _fsync(manifest_path)
-        self._swap_into_place()
-        self.committed = True
-        return final_manifest
-
-    def reject(self) -> Path:
-        """Keep an unfinished bundle for inspection at ``<final>.rejected`` (it has no manifest, so
-        no loader accepts it) and return that path."""
-        rejected = self.final.with_name(self.final.name + ".rejected")
-        if rejected.exists():
-            shutil.rmtree(rejected)
-        os.replace(self.root, rejected)
-        self.root = rejected
-        self.committed = True  # nothing left for __exit__ to clean up
-        return rejected
-
-    def _swap_into_place(self) -> None:
-        # rename(2) can't replace a non-empty folder, so move the old bundle aside first. A kill
-        # between the two renames leaves no bundle at the final path, never a mixed one.
-        old = None
-        if self.final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.final.parent))
-            os.replace(self.final, old / "bundle")
-        os.replace(self.root, self.final)
-        self.root = self.final
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            _fsync(self.final.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """The arrays of an .npz, refusing object arrays (they would need pickle, which can run code)."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as exc:  # ValueError: object arrays; OSError/EOF: not an npz
+        raise ArtifactError(
+            f"{path.name} is not an .npz of plain arrays ({exc}); bundles never hold pickled data. Rebuild the bundle."
+        ) from exc
+
+
+# A manifest or pipeline.json of a real bundle is a few hundred kB (ground truth included).
+MAX_JSON_BYTES = 64 * 2**20
+# Folders a bundle may hold besides its listed files: TensorRT plans (engine_cache.py checks each
+# one against its record and this host before anything reads it) and ONNX Runtime's TensorRT
+# provider cache, both written on the device after the build.
+RUNTIME_FOLDERS = ("engines", "ort-trt-cache")
+
+
+def read_json_file(path: Path) -> Any:
+    """JSON from a bundle file, as ArtifactError when it is too large, not UTF-8, not JSON or
+    nested past what the parser can follow."""
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ArtifactError(
+                f"{path.name} is {path.stat().st_size:,} bytes; no bundle file of JSON is that large."
+            )
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ArtifactError(
+            f"{path.name} is not valid JSON ({type(exc).__name__}: {exc}). Rebuild the bundle."
+        ) from None
+
+
+def read_manifest(root: Path) -> Manifest:
+    """The manifest of the bundle at ``root``, parsed strictly (every field of the type it must have)."""
+    path = root / MANIFEST
+    if path.is_symlink() or not path.is_file():
+        raise ArtifactError(
+            f"{root} has no {MANIFEST}: it is not a bundle, or its build did not finish. Rebuild it with make engine."
+        )
+    data = read_json_file(path)
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"the manifest is a {type(data).__name__}, not an object")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{path} has format version {version!r}; this trtdeploy reads version {FORMAT_VERSION}. "
+                "Rebuild the bundle with this version."
+            )
+        manifest = Manifest.from_json(data)
+        _check_file_records(manifest.files)
+    except ArtifactError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ArtifactError(
+            f"{path} is not a valid trtdeploy manifest: {type(exc).__name__}: {exc}."
+        ) from None
+    return manifest
+
+
+def _check_file_records(files: Mapping[str, Any]) -> None:
+    for rel, meta in files.items():
+        if not isinstance(meta, Mapping):
+            raise TypeError(
+                f"file record of {rel!r} is {type(meta).__name__}, not an object with sha256 and size"
+            )
+        size, digest = meta.get("size"), meta.get("sha256")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"file record of {rel!r} has size {size!r}, not a byte count")
+        if (
+            not isinstance(digest, str)
+            or len(digest) != 64
+            or any(c not in "0123456789abcdef" for c in digest)
+        ):
+            raise ValueError(f"file record of {rel!r} has sha256 {digest!r}, not 64 hex digits")
+
+
+def check_no_strangers(root: Path, manifest: Manifest) -> None:
+    """Every file under ``root`` is the manifest, a listed file, or in a runtime folder; no link anywhere."""
+    listed = set(manifest.files) | {MANIFEST}
+    strangers, links = [], []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            path = here / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                links.append(rel)
+            elif name in filenames and rel not in listed and rel.split("/")[0] not in RUNTIME_FOLDERS:
+                strangers.append(rel)
+        dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
+    if links:
+        raise ArtifactError(
+            f"{root} holds symbolic links ({', '.join(sorted(links)[:5])}); a bundle holds plain files only, so "
+            "nothing it loads can come from outside it. Replace them with the files or rebuild the bundle."
+        )
+    if strangers:
+        raise ArtifactError(
+            f"{root} holds files its manifest does not list ({', '.join(sorted(strangers)[:5])}"
+            f"{' …' if len(strangers) > 5 else ''}); nothing unlisted is loaded (an ONNX graph could read one "
+            "as external weights). Remove them, or rebuild the bundle."
+        )

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
 import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.errors import ArtifactError, IncompatibleEngine
+from trtdeploy.runtime.failpoints import failpoint
 from trtdeploy.runtime.tensorrt_options import TrtBuildOptions
 
 ENGINES_DIR = "engines"
@@ -138,8 +140,9 @@ class PlanRecord:
     built_utc: str
     format_version: int = RECORD_FORMAT
     extra: Mapping[str, Any] = field(default_factory=dict)
+    signature: str = ""  # HMAC-SHA256 of the rest with this host's key (see HostKey)
 
-    def to_json(self) -> dict[str, Any]:
+    def body(self) -> dict[str, Any]:
         return {
             "format_version": self.format_version,
             "key": self.key.to_json(),
@@ -151,11 +154,15 @@ class PlanRecord:
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "signature": self.signature}
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PlanRecord:
         key = PlanKey.from_json(data["key"])
         if key.digest() != data["key_sha256"]:
             raise ValueError("key_sha256 does not match the key: the record was edited")
+        key.options  # noqa: B018 - refuses builder options this version does not know
         return cls(
             key=key,
             plan=str(data["plan"]),
@@ -164,7 +171,71 @@ class PlanRecord:
             built_utc=str(data["built_utc"]),
             format_version=int(data["format_version"]),
             extra=dict(data.get("extra", {})),
+            signature=str(data.get("signature", "")),
         )
+
+
+class HostKey:
+    """This host's secret for plan records: 32 random bytes in ``<cache>/plan-record.key`` (mode 0600),
+    made by the first `trtdeploy engine` here. The cache folder is $TRTDEPLOY_CACHE_DIR, else
+    ~/.cache/trtdeploy; nothing else outside a bundle is read.
+
+    A plan is executable code. Its record is trusted only when its HMAC verifies with this key,
+    that is when trtdeploy wrote it on this host (or on one sharing the key file): a bundle copied
+    from elsewhere with an engines/ folder, or a record edited or forged by anyone who can't read
+    the key, is not trusted and its plan is never loaded; the plan is rebuilt here instead.
+    """
+
+    FILE = "plan-record.key"
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else cache_folder()
+
+    def read(self, *, create: bool) -> bytes | None:
+        path = self.folder / self.FILE
+        if path.is_symlink():
+            raise ArtifactError(f"{path} is a symbolic link; the host key must be a plain file. Remove it.")
+        if path.is_file():
+            key = path.read_bytes()
+            if len(key) != 32:
+                raise ArtifactError(
+                    f"{path} is not a trtdeploy host key ({len(key)} bytes, not 32). Remove it."
+                )
+            return key
+        if not create:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = os.urandom(32)
+        fd, tmp = tempfile.mkstemp(prefix=".key.", dir=self.folder)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)  # never replaces a key another process just made
+        except FileExistsError:
+            pass
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return self.read(create=False)
+
+    def sign(self, record: PlanRecord) -> PlanRecord:
+        key = self.read(create=True)
+        assert key is not None  # read(create=True) makes one or raises
+        return replace(record, signature=_mac(key, record))
+
+    def trusts(self, record: PlanRecord) -> bool:
+        key = self.read(create=False)
+        return key is not None and hmac.compare_digest(record.signature, _mac(key, record))
+
+
+def cache_folder() -> Path:
+    configured = os.environ.get("TRTDEPLOY_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "trtdeploy"
+
+
+def _mac(key: bytes, record: PlanRecord) -> str:
+    body = json.dumps(record.body(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def bundle_mismatches(record: PlanKey, expected: PlanKey) -> list[Mismatch]:
@@ -246,14 +317,28 @@ def rebuild_command(root: Path, options: TrtBuildOptions) -> str:
 
 
 class EngineCache:
-    """The plans of one bundle, in ``<bundle>/engines``."""
+    """The plans of one bundle, in ``<bundle>/engines``: a real folder inside the bundle (never a
+    link), plain files only, each record trusted only if this host's key verifies it (HostKey)."""
 
-    def __init__(self, bundle_root: str | Path) -> None:
+    def __init__(self, bundle_root: str | Path, host_key: HostKey | None = None) -> None:
         self.root = Path(bundle_root)
         self.dir = self.root / ENGINES_DIR
+        self.host_key = host_key or HostKey()
+
+    def _check_folder(self) -> bool:
+        """Whether engines/ exists; refuses one that is a link or not a folder."""
+        if self.dir.is_symlink():
+            raise ArtifactError(
+                f"{self.dir} is a symbolic link; plans are read only from the bundle's own engines/ folder "
+                "(a link could bring plans, which are executable code, from anywhere). Remove it and rebuild "
+                f"the plans: trtdeploy engine {self.root}"
+            )
+        if self.dir.exists() and not self.dir.is_dir():
+            raise ArtifactError(f"{self.dir} is not a folder; remove it and rebuild the plans.")
+        return self.dir.is_dir()
 
     def records(self, component: str | None = None) -> list[PlanRecord]:
-        if not self.dir.is_dir():
+        if not self._check_folder():
             return []
         out = []
         for path in sorted(self.dir.glob("*.json")):
@@ -263,12 +348,14 @@ class EngineCache:
         return out
 
     def lookup(self, key: PlanKey) -> PlanRecord | None:
-        """The record of exactly this key (same graph, options, TensorRT and GPU), if built."""
+        """The record of exactly this key (same graph, options, TensorRT and GPU), if built here."""
+        if not self._check_folder():
+            return None
         path = self.dir / f"{key.stem}.json"
         if not path.is_file():
             return None
         record = self._read_record(path)
-        return record if record.key == key else None
+        return record if record.key == key and self.host_key.trusts(record) else None
 
     def select(
         self, expected: PlanKey, env: Environment, options: TrtBuildOptions | None = None
@@ -289,6 +376,16 @@ class EngineCache:
             problems = bundle_mismatches(record.key, expected) + environment_mismatches(record.key, env)
             if options is not None:
                 problems += option_mismatches(record.key, options)
+            if not self.host_key.trusts(record):
+                problems.append(
+                    Mismatch(
+                        "record signature",
+                        "not this host's",
+                        "required",
+                        "its record was not written by trtdeploy on this host (copied, edited or forged), so "
+                        "its plan, which is executable code, is not loaded",
+                    )
+                )
             if not problems:
                 return record
             rejected.append((record, problems))
@@ -331,6 +428,7 @@ class EngineCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"{key.stem}.plan"
         write_atomic(self.dir / name, plan)
+        failpoint("plan-write")
         return PlanRecord(
             key=key,
             plan=name,
@@ -341,9 +439,10 @@ class EngineCache:
         )
 
     def commit(self, record: PlanRecord) -> Path:
-        """Write the record, which makes the plan visible to ``select`` and ``lookup``."""
+        """Sign and write the record, which makes the plan visible to ``select`` and ``lookup``."""
+        signed = self.host_key.sign(record)
         path = self.dir / f"{record.key.stem}.json"
-        write_atomic(path, (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        write_atomic(path, (json.dumps(signed.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
         return path
 
     def discard(self, record: PlanRecord) -> None:
@@ -358,12 +457,20 @@ class EngineCache:
         return self.dir / f"timing-{tag}.cache"
 
     def _plan_path(self, name: str) -> Path:
+        self._check_folder()
         path = self.dir / name
         if Path(name).name != name or path.is_symlink():
             raise ArtifactError(f"plan name {name!r} in {self.dir} is not a plain file name in that folder.")
+        if path.exists() and (not path.is_file() or path.stat().st_nlink > 1):
+            raise ArtifactError(
+                f"{path} is not a plain file of its own (a hard link or a special file); plans are read only "
+                "from files the bundle owns. Remove it and rebuild the plan."
+            )
         return path
 
     def _read_record(self, path: Path) -> PlanRecord:
+        if path.is_symlink() or not path.is_file():
+            raise ArtifactError(f"{path} is not a plain file; plan records never are links. Remove it.")
         try:
             return PlanRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, KeyError, TypeError) as exc:

@@ -41,6 +41,10 @@ class ExportError(TrtDeployError):
     exit_code = 5
 
 
+class StorageError(TrtDeployError):
+    """Writing an artifact failed for want of disk space (or quota); nothing half-written is left."""
+
+
 class UsageError(InputValidationError):
     """The command line or an API call names something that does not exist (a model, a preset, an
     option that does not apply)."""

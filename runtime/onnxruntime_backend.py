@@ -57,9 +57,12 @@ def providers_for(settings: OrtSettings) -> list[str | tuple[str, dict[str, str]
         )
     wanted = ORT_TARGETS[settings.target]
     have = available_providers()
-    if wanted[0] not in have:
+    missing = [name for name in wanted if name not in have]
+    if missing:
+        # Every provider a target names is required: the TensorRT provider without CUDA's would
+        # send whatever TensorRT can't take to the CPU without a word.
         raise BackendUnavailable(
-            f"target {settings.target!r} needs ONNX Runtime's {wanted[0]}, but this installation offers "
+            f"target {settings.target!r} needs ONNX Runtime's {', '.join(missing)}, but this installation offers "
             f"{have}. Install onnxruntime-gpu in place of onnxruntime (pip uninstall onnxruntime; "
             "pip install 'trtdeploy[gpu]') on a machine with an NVIDIA GPU, or use TARGET=onnxruntime."
         )
@@ -71,7 +74,7 @@ def providers_for(settings: OrtSettings) -> list[str | tuple[str, dict[str, str]
             if settings.trt_cache_dir:
                 options["trt_engine_cache_path"] = settings.trt_cache_dir
             providers.append((name, options))
-        elif name in have:
+        else:
             providers.append(name)
     return providers
 

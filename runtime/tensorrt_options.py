@@ -63,8 +63,16 @@ class TrtBuildOptions:
 
     @classmethod
     def from_key_json(cls, data: Mapping[str, Any]) -> TrtBuildOptions:
+        """The options a plan record names; a key this version does not know is refused (a plan
+        built with an option we would drop is not a plan of these options)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"builder options {unknown} are not ones this trtdeploy knows ({sorted(known)}): the plan was built "
+                "by another version; rebuild it here"
+            )
+        return cls(**dict(data))
 
     def cli_args(self) -> list[str]:
         """The `trtdeploy engine` flags that rebuild with these options (defaults left out)."""

@@ -13,7 +13,8 @@ from onnx import numpy_helper
 from trtdeploy.build import BuildResult, BuildSettings, BundleFromRecipe, ExportedModel
 from trtdeploy.calibration.data import CalibrationSettings
 from trtdeploy.models.recipe import COMMITTED_WEIGHTS
-from trtdeploy.runtime.bundle import Bundle, BundleWriter
+from trtdeploy.runtime.bundle import Bundle
+from trtdeploy.runtime.bundle_writer import BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
 from trtdeploy.runtime.reports import TaskResult
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,14 @@ from builders import EMBEDDINGS_ONLY_INT8, build_tiny, clipseg_tiny_int8_budget
 from trtdeploy.build import BuildResult, BuildSettings, ExportedModel, export_model
 from trtdeploy.models.registry import get_recipe
 from trtdeploy.progress import Progress
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plan-record key and anything else trtdeploy keeps per host go to a test folder, never ~/.cache."""
+    folder = tmp_path_factory.mktemp("trtdeploy-cache")
+    os.environ["TRTDEPLOY_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trtdeploy.runtime.bundle import MANIFEST, Bundle, BundleWriter, Manifest
+from trtdeploy.models.clip import preprocess_for
+from trtdeploy.runtime.bundle import MANIFEST, Bundle, Manifest
+from trtdeploy.runtime.bundle_writer import BundleWriter
 from trtdeploy.runtime.compare import Budget, Tolerance
 from trtdeploy.runtime.errors import ArtifactError
 
+# A CLIP pipeline config the loader accepts (it checks pipeline.json against the pipeline's ranges).
+PIPELINE = {
+    "preprocess": preprocess_for(224).to_json(),
+    "logit_scale": 4.6,
+    "max_text_length": 77,
+    "pad_id": 1,
+}
 
-def small_manifest() -> Manifest:
+
+def small_manifest(version: int = 1) -> Manifest:
     return Manifest(
         model="m",
         preset="p",
@@ -31,31 +41,36 @@ def small_manifest() -> Manifest:
         assets={"pipeline": "pipeline.json"},
         tools={},
         created_utc="now",
+        pipeline_config={**PIPELINE, "version": version},
     )
+
+
+def write_pipeline(writer: BundleWriter, version: int = 1) -> None:
+    writer.write_json("pipeline.json", {**PIPELINE, "version": version})
 
 
 def test_commit_writes_manifest_last_and_loads(tmp_path: Path) -> None:
     final = tmp_path / "b"
     with BundleWriter(final) as writer:
-        writer.write_json("pipeline.json", {"a": 1})
+        write_pipeline(writer)
         writer.write_npz("reference/x.npz", {"x": np.arange(3)})
         assert not final.exists()  # nothing at the final path until commit
         manifest = writer.commit(small_manifest())
     assert sorted(manifest.files) == ["pipeline.json", "reference/x.npz"]
     bundle = Bundle.load(final)
-    assert bundle.read_json("pipeline.json") == {"a": 1}
+    assert bundle.read_json("pipeline.json")["version"] == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
 
 
 def test_failed_build_leaves_previous_bundle_untouched(tmp_path: Path) -> None:
     final = tmp_path / "b"
     with BundleWriter(final) as writer:
-        writer.write_json("pipeline.json", {"v": 1})
-        writer.commit(small_manifest())
+        write_pipeline(writer, 1)
+        writer.commit(small_manifest(1))
     with pytest.raises(RuntimeError), BundleWriter(final) as writer:
-        writer.write_json("pipeline.json", {"v": 2})
+        write_pipeline(writer, 2)
         raise RuntimeError("build step failed")
-    assert Bundle.load(final).read_json("pipeline.json") == {"v": 1}
+    assert Bundle.load(final).read_json("pipeline.json")["version"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
 
 
@@ -63,9 +78,9 @@ def test_rebuild_replaces_the_bundle(tmp_path: Path) -> None:
     final = tmp_path / "b"
     for version in (1, 2):
         with BundleWriter(final) as writer:
-            writer.write_json("pipeline.json", {"v": version})
-            writer.commit(small_manifest())
-    assert Bundle.load(final).read_json("pipeline.json") == {"v": 2}
+            write_pipeline(writer, version)
+            writer.commit(small_manifest(version))
+    assert Bundle.load(final).read_json("pipeline.json")["version"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
 
 
@@ -149,7 +164,7 @@ def edit_manifest(bundle: Path, edit) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("bad", ["../outside.onnx", "/etc/passwd", "a/../../x", "..\\x.onnx"])
 def test_paths_escaping_the_bundle_are_refused(tiny_clip_copy: Path, bad: str) -> None:
     def edit(data: dict) -> None:  # type: ignore[type-arg]
-        data["files"][bad] = {"sha256": "0", "size": 1}
+        data["files"][bad] = {"sha256": "0" * 64, "size": 1}
 
     edit_manifest(tiny_clip_copy, edit)
     with pytest.raises(ArtifactError, match="not a plain path inside the bundle"):
@@ -177,5 +192,5 @@ def test_other_format_version_and_garbage_manifest_are_refused(tiny_clip_copy: P
     with pytest.raises(ArtifactError, match="format version 99"):
         Bundle.load(tiny_clip_copy)
     (tiny_clip_copy / MANIFEST).write_text("{not json")
-    with pytest.raises(ArtifactError, match="not a valid trtdeploy manifest"):
+    with pytest.raises(ArtifactError, match="manifest.json is not valid JSON"):
         Bundle.load(tiny_clip_copy)

@@ -322,7 +322,7 @@ def test_calibration_decoder_batches_are_real_encoder_outputs(
     model: Any, tiny_clipseg: BuildResult, tmp_path: Path
 ) -> None:
     """The decoder is calibrated on what the PyTorch encoders make of calibration images and prompts."""
-    from trtdeploy.runtime.bundle import BundleWriter
+    from trtdeploy.runtime.bundle_writer import BundleWriter
 
     raw = raw_calibration_data(CalibrationSettings(count=6, batch=4))
     loaded = RECIPE.load("tiny")

@@ -59,4 +59,4 @@ def test_parity_catches_a_graph_from_other_weights(tiny_clip: BuildResult) -> No
         ExportParity(vision, other)(tiny_clip.bundle / "vision.onnx")
     loaded = RECIPE.load("tiny")
     results = ExportParity(RECIPE.components(loaded.model)[0], loaded.model)(tiny_clip.bundle / "vision.onnx")
-    assert all(r.passed for r in results)
+    assert max(r.max_abs for r in results) < 1e-4 and min(r.cosine for r in results) > 0.99999

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trtdeploy.bench import BenchSettings, default_engine
+from trtdeploy.bench import BenchRecord, BenchRow, BenchSettings, default_engine
 from trtdeploy.build import BuildResult
 from trtdeploy.regress import RegressionRun, compare_record, make_baseline
+from trtdeploy.runtime.bench import LatencyStats
 from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.engine import Engine
 
@@ -87,16 +88,35 @@ def test_a_perturbed_accuracy_is_an_accuracy_regression(baseline, tiny_clip: Bui
     assert "text/text_embeds cosine" in failed and "vision/image_embeds cosine" not in failed
 
 
-def test_a_run_within_the_measured_noise_passes(baseline, tiny_clip: BuildResult) -> None:  # type: ignore[no-untyped-def]
-    """Each baseline run, compared with the baseline made from it and its twin, passes: the
-    tolerance covers the spread it was derived from."""
-    from trtdeploy.bench import bench_bundle
+def record_with(ratio: float, blocks: tuple[float, ...]) -> BenchRecord:
+    """A bench record whose only figure is one latency ratio (the baseline rule's arithmetic)."""
+    eager = LatencyStats(1, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0)
+    engine = LatencyStats(1, 10 * ratio, 10 * ratio, 10 * ratio, 10 * ratio, 10 * ratio, 10 * ratio)
+    row = BenchRow("vision", 1, engine, eager, blocks)
+    host = {"machine_class": "test", "cpu": {"model": "x", "arch": "x", "simd": "x", "cores": 1}}
+    accuracy = {"outputs": [], "tasks": []}
+    return BenchRecord(
+        "clip", "tiny", "fp32", "onnxruntime", {"batches": [1]}, host, (row,), {}, accuracy, 0.0, "now"
+    )
 
-    records = [bench_bundle(Bundle.load(tiny_clip.bundle), QUICK) for _ in range(2)]
-    data = make_baseline(records)
-    for record in records:
-        failed = [c for c in compare_record(record, data) if not c.passed]
-        assert not failed, failed
+
+def test_a_fresh_run_within_the_measured_noise_passes_and_one_past_it_fails() -> None:
+    """Limits come from the baseline's own runs; runs it was not made from are what they judge."""
+    baseline = make_baseline([record_with(1.0, (1.0, 1.05)), record_with(1.1, (1.1, 1.12))])
+    entry = baseline["latency"]["vision/b1"]
+    assert entry["ratio"] == pytest.approx(1.05) and entry["tolerance"] == pytest.approx(3 * 0.1 / 1.05)
+    inside, outside = record_with(1.3, (1.3, 1.3)), record_with(1.45, (1.45, 1.45))  # limit 1.35
+    assert all(c.passed for c in compare_record(inside, baseline))
+    failed = [c for c in compare_record(outside, baseline) if not c.passed]
+    assert [c.name for c in failed] == ["vision/b1"]
+
+
+def test_a_fresh_measured_run_passes_its_baseline(baseline) -> None:  # type: ignore[no-untyped-def]
+    """A new bench of the same bundle, not one the baseline was recorded from, passes."""
+    run, _ = baseline
+    run.engine_factory = default_engine
+    result = run.compare()
+    assert result.passed, result.to_markdown()
 
 
 def test_missing_baseline_says_how_to_record_one(tiny_clip: BuildResult, tmp_path: Path) -> None:

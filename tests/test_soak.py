@@ -118,8 +118,15 @@ def test_bad_settings_and_unknown_pipeline_are_refused(
     manifest = tiny_clip_copy / "manifest.json"
     data = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**data, "pipeline": "no-such-pipeline"}))
-    assert main([str(tiny_clip_copy), "--seconds", "1"]) == 2
-    assert "the soak knows how to drive ['clip', 'clipseg']" in capsys.readouterr().err
+    assert main([str(tiny_clip_copy), "--seconds", "1"]) == 3  # a bundle of a pipeline this trtdeploy lacks
+    assert "the pipeline 'no-such-pipeline'" in capsys.readouterr().err
+
+
+def test_every_pipeline_has_soak_calls() -> None:
+    from trtdeploy.runtime.pipelines import PIPELINES
+    from trtdeploy.soak import SOAK_CALLS
+
+    assert set(SOAK_CALLS) == set(PIPELINES)
 
 
 def test_report_lines_name_every_figure() -> None:

@@ -211,7 +211,13 @@ def test_uncommitted_plan_is_invisible_and_writes_leave_no_temporaries(tmp_path:
     record = cache.write_plan(base_key(), b"plan")
     assert cache.lookup(base_key()) is None  # the record is the commit point
     cache.commit(record)
-    assert cache.lookup(base_key()) == record
+    found = cache.lookup(base_key())
+    assert found is not None and (found.key, found.plan, found.plan_sha256) == (
+        record.key,
+        record.plan,
+        record.plan_sha256,
+    )
+    assert found.signature  # signed with this host's key when committed
     assert sorted(p.name for p in cache.dir.iterdir()) == sorted([record.plan, f"{base_key().stem}.json"])
     write_atomic(tmp_path / "x.bin", b"1")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

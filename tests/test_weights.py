@@ -10,7 +10,7 @@ import torch
 from transformers import CLIPModel
 
 from trtdeploy.models.clip import RECIPE, _tiny
-from trtdeploy.runtime.errors import ArtifactError
+from trtdeploy.runtime.errors import ArtifactError, UsageError
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +66,13 @@ def test_wrong_model_type_missing_config_and_no_weights(saved: Path, tmp_path: P
 
 
 def test_preset_and_weights_together_are_refused(saved: Path) -> None:
-    with pytest.raises(ArtifactError, match="either a preset or a weights folder"):
+    with pytest.raises(UsageError, match="either a preset or a weights folder"):
         RECIPE.load("tiny", saved)
 
 
 def test_unknown_preset_lists_the_known_ones() -> None:
     with pytest.raises(
-        ArtifactError,
+        UsageError,
         match="no preset 'huge'; choose one of \\['clip-shapes-tiny', 'clip-vit-base-patch32', 'tiny'\\]",
     ):
         RECIPE.load("huge")
