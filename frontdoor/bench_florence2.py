@@ -52,20 +52,20 @@ class HostCacheStepDecoder:
 
     def first(self, input_ids: np.ndarray, repeat: int) -> np.ndarray:
         self.rows_mask = np.repeat(self.mask, repeat, axis=0)
-        out = self.init.run(
+        out = self.init.run(  # once per item, repeated over the beams (as EngineStepDecoder does)
             {
-                "decoder_input_ids": input_ids.astype(np.int64),
-                "encoder_hidden_states": np.repeat(self.hidden, repeat, axis=0),
-                "encoder_attention_mask": self.rows_mask,
+                "decoder_input_ids": input_ids[::repeat].astype(np.int64),
+                "encoder_hidden_states": self.hidden,
+                "encoder_attention_mask": self.mask,
             }
         )
         self.past = {
-            past_name(i, a, k): out[present_name(i, a, k)]
+            past_name(i, a, k): np.repeat(out[present_name(i, a, k)], repeat, axis=0)
             for i in range(self.layers)
             for a in ("decoder", "encoder")
             for k in ("key", "value")
         }
-        return out[LOGITS][:, -1]
+        return np.repeat(out[LOGITS][:, -1], repeat, axis=0)
 
     def next(self, input_ids: np.ndarray, beam_idx: np.ndarray) -> np.ndarray:
         out = self.with_past.run(

@@ -104,6 +104,15 @@ class Engine(abc.ABC):
         }
         return {n: v for n, v in outputs.items() if n not in kept}, kept
 
+    def keep(self, array: np.ndarray) -> Resident:
+        """A host array made resident for this engine's backend (uploaded once, e.g. a cross-attention
+        cache expanded over beams), to pass in ``run_resident`` like one it produced."""
+        array = np.ascontiguousarray(array)
+        return Resident(tuple(array.shape), str(array.dtype), self._upload(array), self.resident_kind)
+
+    def _upload(self, array: np.ndarray) -> Any:
+        return array
+
     def run_in_chunks(self, feeds: Mapping[str, Any], *, check_finite: bool = True) -> dict[str, np.ndarray]:
         """``run``, split along any dynamic dim whose size in the feeds exceeds the profile's maximum
         (a verification set may be larger than one call admits), outputs concatenated along it.

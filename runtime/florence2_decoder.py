@@ -46,10 +46,35 @@ class EngineStepDecoder:
         self.calls = 0
 
     def first(self, input_ids: np.ndarray, repeat: int) -> np.ndarray:
-        """Logits (B·repeat, V) of the last start token; the encoder output serves ``repeat`` rows per item."""
-        hidden = np.repeat(self.hidden, repeat, axis=0)  # (R, T, D), item-major
+        """Logits (B·repeat, V) of the last start token; the encoder output serves ``repeat`` rows per item.
+
+        Every beam of an item starts from the same tokens, so decoder_init runs once per item and
+        its outputs are repeated over the beams: the cross-attention K/V, the costliest part of the
+        first step, are computed once instead of once per beam, then kept in the backend."""
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)  # (B·repeat, S), item-major
         self.rows_mask = np.repeat(self.mask, repeat, axis=0)  # (R, T)
-        keep = [
+        per_item = ids[::repeat]
+        if not np.array_equal(np.repeat(per_item, repeat, axis=0), ids):
+            return self._first_per_row(ids, repeat)
+        outputs = self.init.run(
+            {
+                "decoder_input_ids": per_item,
+                "encoder_hidden_states": self.hidden,
+                "encoder_attention_mask": self.mask,
+            }
+        )
+        self.cache = {
+            past_name(i, a, k): self.with_past.keep(np.repeat(outputs[present_name(i, a, k)], repeat, axis=0))
+            for i in range(self.layers)
+            for a in ("decoder", "encoder")
+            for k in ("key", "value")
+        }
+        self.calls += 1
+        return np.repeat(outputs[LOGITS][:, -1], repeat, axis=0)  # (R, V)
+
+    def _first_per_row(self, ids: np.ndarray, repeat: int) -> np.ndarray:
+        """Rows of one item that start differently: every row through decoder_init."""
+        names = [
             present_name(i, a, k)
             for i in range(self.layers)
             for a in ("decoder", "encoder")
@@ -57,16 +82,16 @@ class EngineStepDecoder:
         ]
         outputs, kept = self.init.run_resident(
             {
-                "decoder_input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
-                "encoder_hidden_states": hidden,
+                "decoder_input_ids": ids,
+                "encoder_hidden_states": np.repeat(self.hidden, repeat, axis=0),
                 "encoder_attention_mask": self.rows_mask,
             },
             {},
-            keep,
+            names,
         )
         self.cache = {name.replace("present.", "past.", 1): value for name, value in kept.items()}
         self.calls += 1
-        return outputs[LOGITS][:, -1]  # (R, V)
+        return outputs[LOGITS][:, -1]
 
     def next(self, input_ids: np.ndarray, beam_idx: np.ndarray) -> np.ndarray:
         """Logits (R, V) of one more token per row; row r continues the previous call's row beam_idx[r]."""

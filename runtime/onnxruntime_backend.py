@@ -137,6 +137,11 @@ class OrtEngine(Engine):
         values = self.session.run(names, feeds)
         return dict(zip(names, values, strict=True))
 
+    def _upload(self, array: np.ndarray) -> object:
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(array, self._device, 0)
+
     def _run_resident(
         self, feeds: dict[str, np.ndarray], resident: Mapping[str, Resident], keep: Collection[str]
     ) -> tuple[dict[str, np.ndarray], dict[str, Resident]]:

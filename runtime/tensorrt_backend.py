@@ -151,6 +151,16 @@ class TrtEngine(Engine):
         finally:
             self._pool.release(slot)
 
+    def _upload(self, array: np.ndarray) -> DeviceTensor:
+        rt = cudart()
+        buffer = DeviceBuffer()
+        buffer.ensure(array.nbytes)
+        h2d = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        cuda_call(
+            rt.cudaMemcpy(buffer.ptr, array.ctypes.data, array.nbytes, h2d), "cudaMemcpy (host to device)"
+        )
+        return DeviceTensor(buffer)
+
     def _run_resident(
         self, feeds: dict[str, np.ndarray], resident: Mapping[str, Resident], keep: Collection[str]
     ) -> tuple[dict[str, np.ndarray], dict[str, Resident]]:

@@ -91,6 +91,10 @@ class FakeCuda:
         ctypes.memmove(dst, src, nbytes)
         return (self.ok,)
 
+    def cudaMemcpy(self, dst: int, src: int, nbytes: int, kind: int) -> tuple[Any]:
+        ctypes.memmove(dst, src, nbytes)
+        return (self.ok,)
+
     def cudaStreamSynchronize(self, stream: int) -> tuple[Any]:
         return (self.ok,)
 

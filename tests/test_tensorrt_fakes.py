@@ -298,4 +298,7 @@ def test_kept_outputs_stay_on_the_device_between_calls(fakes, tmp_path: Path) ->
         toy.run_resident({"ids": first["ids"]}, {"x": wrong})
     with pytest.raises(InputValidationError, match="held by another backend"):
         toy.run_resident({"ids": first["ids"]}, {"x": Resident((2, 4), "float32", first["x"], "numpy")})
+    uploaded = toy.keep(3 * first["x"])  # a host array made resident (e.g. a cache repeated over beams)
+    host, out = toy.run_resident({"ids": first["ids"]}, {"x": uploaded}, keep=["y"])
+    np.testing.assert_array_equal(_array(out["y"].handle.ptr, np.float32, (2, 4)), 6 * first["x"])
     toy.close()
