@@ -26,7 +26,7 @@ from trtdeploy.calibration.int8 import (
     describe_targets,
     find_targets,
 )
-from trtdeploy.calibration.ort_forms import FORM_NAME, dynamic_int8_form
+from trtdeploy.calibration.ort_forms import FORM_NAME, FUSED_FORM_NAME, dynamic_int8_form, fused_fp32_form
 from trtdeploy.calibration.sensitivity import rank_by_sensitivity
 from trtdeploy.runtime.bundle import sha256_file
 from trtdeploy.runtime.errors import UsageError
@@ -68,7 +68,9 @@ class GraphsForPrecision:
         weights_sha256: str,
         cache_dir: Path,
         evaluate: Evaluate,
+        fusions: Mapping[str, str] | None = None,
     ) -> None:
+        """``fusions``: component -> ONNX Runtime optimizer model type, for the FP32 fast forms."""
         if settings.precision != "fp32" and calibration is None:
             raise ValueError(f"{settings.precision} needs calibration data")
         self.settings = settings
@@ -76,11 +78,12 @@ class GraphsForPrecision:
         self.weights_sha256 = weights_sha256
         self.cache_dir = cache_dir
         self.evaluate = evaluate
+        self.fusions = dict(fusions or {})
 
     def __call__(self, fp32: Mapping[str, Path], workdir: Path) -> PrecisionOutcome:
         precision = self.settings.precision
         if precision == "fp32":
-            return PrecisionOutcome(dict(fp32), method={"kind": "fp32"})
+            return self._fp32(fp32, workdir)
         check_named_nodes(fp32, self.settings)
         fp16 = {c: self._fp16(c, path, workdir) for c, path in fp32.items()}
         fp16_method = {
@@ -94,6 +97,18 @@ class GraphsForPrecision:
                 {c: r.path for c, r in fp16.items()}, method={"kind": "fp16", **fp16_method}
             )
         return self._int8(fp32, {c: r.path for c, r in fp16.items()}, workdir, fp16_method)
+
+    def _fp32(self, fp32: Mapping[str, Path], workdir: Path) -> PrecisionOutcome:
+        """The exported graphs, and ONNX Runtime's fused form of those the recipe names."""
+        forms, fused = {}, {}
+        for component, model_type in self.fusions.items():
+            forms[component], fused[component] = fused_fp32_form(
+                fp32[component], model_type, workdir / f"{component}.ort-fused.onnx"
+            )
+        method: dict[str, Any] = {"kind": "fp32"}
+        if forms:
+            method.update(fast_form=FUSED_FORM_NAME, fused_operators=fused)
+        return PrecisionOutcome(dict(fp32), forms, method=method)
 
     def _fp16(self, component: str, fp32_path: Path, workdir: Path) -> Fp16Result:
         assert self.calibration is not None

@@ -257,6 +257,7 @@ class BundleFromRecipe:
             exported.loaded.weights["sha256"],
             cache_dir=s.bundle_dir().absolute().parent / ".calibration-cache",
             evaluate=evaluator if evaluator is not None else _no_evaluation,
+            fusions={c.name: c.ort_fusion for c in exported.components if c.ort_fusion},
         )
         outcome = stage(exported.fp32, Path(exported.scratch.name))
         kept = outcome.method.get("fallback", {}).get("kept_in_fp16")
@@ -288,7 +289,7 @@ class BundleFromRecipe:
         method.update(exporter="torch.onnx (dynamo)", opset=ExportSettings().opset)
         if outcome.fast_forms:
             method["forms"] = {
-                "graph": "<component>.onnx: the precision-explicit graph (Q/DQ INT8, FP16 rest) every target builds",
+                "graph": "<component>.onnx: the precision-explicit graph every target builds (TensorRT included)",
                 FAST_FORM_TARGET: f"<component>.{FAST_FORM_TARGET}.onnx: {method.get('fast_form')}",
             }
         return method

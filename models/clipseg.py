@@ -254,6 +254,7 @@ def interfaces(model: torch.nn.Module) -> tuple[IOSpec, IOSpec, IOSpec]:
         inputs=(*activations, conditional),
         outputs=(TensorSpec("logits", "float32", ("images", "prompts", size, size)),),
         dims={**images, "prompts": DimRange(1, 8, 16)},
+        sample_dims=("images", "prompts"),  # each image × prompt pair is judged on its own
     )
     return image_io, text_io, decoder_io
 

@@ -66,6 +66,9 @@ class Component:
     trace_sizes: Mapping[str, int]
     check_sizes: Mapping[str, int]
     exporter: str = "dynamo"
+    # ONNX Runtime's transformer-optimizer model type ("bart", "swin") for an FP32 fast form of
+    # this graph on that runtime (calibration/ort_forms.py); None: the graph itself serves.
+    ort_fusion: str | None = None
 
     def __post_init__(self) -> None:
         for dim in self.io.input_dims:
