@@ -7,6 +7,7 @@
 #   make lint      ruff + mypy
 #   make bench MODEL=clip [PRECISION=...] [BATCH=1,8]    JSON, Markdown, PNG in build/bench/
 #   make bench MODEL=clipseg [PROMPTS=1,3,8]              also: segment one image with P prompts vs eager
+#   make bench MODEL=florence2 [ITERATIONS=3 BLOCKS=2]    per graph, first token, decoder tokens/s, end to end vs generate()
 #   make regress [MODEL=clip PRECISION=fp32]              fresh build + bench vs baselines/ (exit 8 on regression)
 #   make baseline MODEL=clip PRECISION=fp32 [RUNS=3]      record a baseline for this machine class
 #   make soak [SOAK_BUNDLE=dir] [SOAK_SECONDS=600] [SOAK_THREADS=8]
@@ -23,7 +24,10 @@ STAMP     := $(VENV)/.installed
 MODEL     ?= clip
 PRECISION ?= fp32
 TARGET    ?= auto
-BATCH     ?= 1,8
+# Florence-2-base's vision tower alone takes seconds a call here: one image, fewer, shorter blocks.
+BATCH     ?= $(if $(filter florence2,$(MODEL)),1,1,8)
+ITERATIONS ?= $(if $(filter florence2,$(MODEL)),3,)
+BLOCKS    ?= $(if $(filter florence2,$(MODEL)),2,)
 OUT       ?= build/$(MODEL)/$(PRECISION)
 # open_clip_torch carries the CLIP BPE vocabulary; only that data file is read, so it is installed
 # without its dependencies (which would pull torchvision and a second torch).
@@ -60,7 +64,7 @@ BENCH_BUNDLES = $(if $(filter command line environment,$(origin PRECISION)),$(OU
 bench: $(STAMP)
 	@test -n "$(BENCH_BUNDLES)" || { echo "no bundle under build/$(MODEL)/; run: make engine MODEL=$(MODEL)"; exit 3; }
 	$(BIN)/trtdeploy bench $(BENCH_BUNDLES) --batch $(BATCH) --target $(TARGET) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
-		$(if $(PROMPTS),--prompts $(PROMPTS))
+		$(if $(PROMPTS),--prompts $(PROMPTS)) $(if $(ITERATIONS),--iterations $(ITERATIONS)) $(if $(BLOCKS),--blocks $(BLOCKS))
 
 # regress: rebuild and benchmark every configuration with a baseline for this machine class
 # (or MODEL/PRECISION named on the command line) and compare; exits 8 on a regression.

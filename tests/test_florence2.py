@@ -52,6 +52,17 @@ def test_tiny_bundle_generates_every_task_as_generate_does(tiny_florence2: Build
     assert len(tasks) == 15 and "<REGION_TO_OCR>" in tasks and "<CAPTION_TO_PHRASE_GROUNDING>" in tasks
     lengths = [(row >= 0).sum() for row in cases["generation/tokens"]]
     assert min(lengths) >= 9  # lengths forced: decoder start + at least 8 new tokens, compared step by step
+    # ONNX Runtime's fused FP32 form of the vision tower and the encoder, verified as its own form.
+    _graph, fused = tiny_florence2.reports
+    assert fused.form == "onnxruntime fast form" and fused.task("generation_exact_match").value == 1.0
+    forms = {c.name: dict(c.forms) for c in tiny_florence2.manifest.components}
+    assert (
+        forms["vision_encoder"] == {"onnxruntime": "vision_encoder.onnxruntime.onnx"}
+        and not forms["decoder_init"]
+    )
+    assert (
+        tiny_florence2.manifest.precision_method["fused_operators"]["encoder"]["SkipLayerNormalization"] > 0
+    )
 
 
 def test_the_padded_vocabulary_rows_can_never_win(tiny_florence2: BuildResult) -> None:
@@ -75,6 +86,9 @@ def test_the_padded_vocabulary_rows_can_never_win(tiny_florence2: BuildResult) -
             host, kept = self.inner._run_resident(feeds, resident, keep)
             host["logits"][..., 51300] = 1e4
             return host, kept
+
+        def _upload(self, array: np.ndarray) -> Any:
+            return self.inner._upload(array)
 
     engines = open_engines(bundle)
     engines[DECODER_WITH_PAST] = PaddingLover(engines[DECODER_WITH_PAST])
@@ -127,6 +141,9 @@ class Perturbed(Engine):
         host, kept = self.inner._run_resident(feeds, resident, keep)
         host["logits"] = self.change(host["logits"].copy())
         return host, kept
+
+    def _upload(self, array: np.ndarray) -> Any:  # residents it is given belong to the inner backend
+        return self.inner._upload(array)
 
 
 def _location_ids(bundle: Bundle) -> np.ndarray:

@@ -15,7 +15,7 @@ README = Path(__file__).parent.parent / "README.md"
 
 def python_examples() -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
-    assert len(blocks) == 2, "the README's Python examples moved; update this test"
+    assert len(blocks) == 3, "the README's Python examples moved; update this test"
     return blocks
 
 
@@ -42,3 +42,17 @@ def test_readme_clipseg_example_runs(tiny_clipseg: BuildResult, capsys: pytest.C
     assert result.masks.shape == (3, 240, 320) and result.prompts[2] == "<image 2>"  # type: ignore[attr-defined]
     assert cats.probabilities.shape == (2, 240, 320) and cats.threshold == 0.4  # type: ignore[attr-defined]
     assert capsys.readouterr().out.startswith("(3, 240, 320) [")
+
+
+def test_readme_florence2_example_runs(
+    shapes_florence2: BuildResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    namespace: dict[str, object] = {}
+    exec(
+        python_examples()[2].replace('"build/florence2/fp32"', repr(str(shapes_florence2.bundle))), namespace
+    )
+    caption, boxes = namespace["caption"], namespace["boxes"]
+    assert isinstance(caption.parsed, str) and caption.tokens[:2] == (2, 0)  # type: ignore[attr-defined]
+    assert set(boxes.parsed) == {"bboxes", "labels"}  # type: ignore[attr-defined]
+    assert all(0 <= v <= 320 for box in boxes.parsed["bboxes"] for v in box[::2])  # type: ignore[attr-defined]
+    assert capsys.readouterr().out.splitlines()[0] == caption.parsed  # type: ignore[attr-defined]

@@ -16,6 +16,15 @@ import trtdeploy.runtime.bench
 import trtdeploy.runtime.pipelines
 import trtdeploy.runtime.pipelines.clip
 import trtdeploy.runtime.pipelines.clipseg
+import trtdeploy.runtime.pipelines.florence2
+import trtdeploy.runtime.generation
+import trtdeploy.runtime.florence2_answers
+import trtdeploy.runtime.florence2_decoder
+import trtdeploy.runtime.florence2_draw
+import trtdeploy.runtime.executor
+import trtdeploy.runtime.reports
+import trtdeploy.runtime.images
+import trtdeploy.runtime.bundle_writer
 import trtdeploy.runtime.verify
 import trtdeploy.runtime.engine_cache
 import trtdeploy.runtime.tensorrt_build
@@ -73,3 +82,24 @@ assert main(["run", {str(tiny_clipseg.bundle)!r}, "--image", {str(image)!r}, "--
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "mask_iou" in done.stdout and "PASS" in done.stdout and "the sky" in done.stdout
+
+
+def test_florence2_verify_and_run_with_torch_blocked(shapes_florence2, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Florence-2's generation loop, processor and answer parsing need none of them either."""
+    from PIL import Image
+
+    from trtdeploy.calibration import shapes
+
+    image = tmp_path / "shapes.png"
+    Image.fromarray(shapes.sample("evaluation", 0).image).save(image)
+    script = f"""
+import sys
+for name in {BLOCKED!r}:
+    sys.modules[name] = None
+from trtdeploy.cli import main
+assert main(["verify", {str(shapes_florence2.bundle)!r}]) == 0
+assert main(["run", {str(shapes_florence2.bundle)!r}, "--image", {str(image)!r}, "--task", "<OD>", "--json"]) == 0
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "generation_exact_match" in done.stdout and '"labels"' in done.stdout
