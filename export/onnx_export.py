@@ -55,7 +55,7 @@ class OnnxFromComponent:
 
     def __call__(self, path: Path) -> Path:
         component, settings = self.component, self.settings
-        wrapper = component.wrapper(self.model)
+        wrapper = (component.traced_wrapper or component.wrapper)(self.model)
         # The TorchScript exporter restores the wrapper's own training flag on every child after
         # export, so a wrapper left in train mode would flip the reference model to train mode.
         wrapper.eval()

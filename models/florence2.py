@@ -43,7 +43,14 @@ from transformers import Florence2Config, Florence2ForConditionalGeneration
 from trtdeploy.calibration.data import RawCalibrationData
 from trtdeploy.calibration.images import EVALUATION_IMAGES, load_images
 from trtdeploy.models import florence2_vocab
-from trtdeploy.models.florence2_graphs import WRAPPERS, Shape, interfaces, random_inputs, sizes
+from trtdeploy.models.florence2_graphs import (
+    TRACED_WRAPPERS,
+    WRAPPERS,
+    Shape,
+    interfaces,
+    random_inputs,
+    sizes,
+)
 from trtdeploy.models.florence2_references import (
     GENERATION_TASKS,
     build_case_prompt,
@@ -233,6 +240,7 @@ class Florence2Recipe(Recipe):
                 trace[name],
                 check[name],
                 ort_fusion=ORT_FUSIONS.get(name),
+                traced_wrapper=TRACED_WRAPPERS.get(name),
             )
             for name in specs
         )

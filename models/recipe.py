@@ -56,7 +56,9 @@ class Component:
     ``wrapper`` builds the export module (keyword inputs named as in ``io``, outputs in the order
     of ``io.outputs``); ``random_inputs`` makes valid feeds at given dim sizes. The export traces
     at ``trace_sizes`` and is checked at ``check_sizes``, which must differ in every dynamic dim
-    so a dim the exporter silently fixed is caught.
+    so a dim the exporter silently fixed is caught. ``traced_wrapper``, when given, is what the
+    exporter traces instead: the same numbers in a layout the engines run faster; the reference
+    (and so every check of the graph) still runs ``wrapper``.
     """
 
     name: str
@@ -69,6 +71,7 @@ class Component:
     # ONNX Runtime's transformer-optimizer model type ("bart", "swin") for an FP32 fast form of
     # this graph on that runtime (calibration/ort_forms.py); None: the graph itself serves.
     ort_fusion: str | None = None
+    traced_wrapper: Callable[[torch.nn.Module], torch.nn.Module] | None = None
 
     def __post_init__(self) -> None:
         for dim in self.io.input_dims:

@@ -98,6 +98,25 @@ def test_the_padded_vocabulary_rows_can_never_win(tiny_florence2: BuildResult) -
     assert answer.tokens[:2] == (2, 0) and max(answer.tokens) < 51290
 
 
+def test_the_traced_channel_attention_is_the_native_arithmetic() -> None:
+    import torch
+    from transformers.models.florence2.modeling_florence2 import Florence2VisionChannelAttention
+
+    from trtdeploy.models.florence2_graphs import VisionEncoderExport, VisionEncoderTracedExport
+
+    model = RECIPE.load("tiny").model
+    modules = [m for m in model.modules() if isinstance(m, Florence2VisionChannelAttention)]
+    assert modules, "the tiny preset has no channel attention to rewrite"
+    pixels = torch.from_numpy(np.random.default_rng(3).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    with torch.inference_mode():
+        native = VisionEncoderExport(model)(pixels)
+        traced = VisionEncoderTracedExport(model)(pixels)
+        again = VisionEncoderExport(model)(pixels)
+    torch.testing.assert_close(traced, native, rtol=1e-5, atol=1e-5)
+    assert torch.equal(again, native), "the reference must run the native forward after a trace"
+    assert not any("forward" in vars(m) for m in modules)
+
+
 def test_processor_equals_transformers_at_768() -> None:
     images = [s.load() for s in EVALUATION_IMAGES[:3]]
     theirs = CLIPImageProcessorPil(
