@@ -6,8 +6,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from trtdeploy.calibration.int8 import (
 )
 from trtdeploy.calibration.ort_forms import FORM_NAME, FUSED_FORM_NAME, dynamic_int8_form, fused_fp32_form
 from trtdeploy.calibration.sensitivity import rank_by_sensitivity
+from trtdeploy.runtime.atomic import write_atomic
 from trtdeploy.runtime.bundle import sha256_file
 from trtdeploy.runtime.errors import UsageError
 from trtdeploy.runtime.failpoints import failpoint
@@ -233,7 +232,8 @@ class GraphsForPrecision:
         thresholds = calibrate(fp32_path, targets, self.calibration.batches(component), settings)
         failpoint("calibration")
         record = {"key": key, "key_fields": key_fields, "thresholds": thresholds}
-        _write_atomic(cache, json.dumps(record, indent=1, sort_keys=True))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache, json.dumps(record, indent=1, sort_keys=True).encode("utf-8"))
         return dict(record, reused=False)
 
 
@@ -263,11 +263,3 @@ def check_named_nodes(fp32: Mapping[str, Path], settings: PrecisionSettings) -> 
             f"these names match no node of the model's graphs: {'; '.join(problems)}. Node names are as "
             "`trtdeploy lint` and the manifest's fallback record print them; op types as ONNX spells them (MatMul)."
         )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

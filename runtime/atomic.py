@@ -1,4 +1,5 @@
-"""Filesystem steps that are one step: swapping two folders, claiming a name, locking a build.
+"""Filesystem steps that are one step: writing a file, swapping two folders, claiming a name,
+locking a build.
 
 Replacing a bundle must never pass through a moment with no bundle at its path: rename(2) can't
 replace a non-empty folder, and two renames (old aside, new in) leave nothing there if the process
@@ -13,6 +14,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
@@ -60,6 +62,21 @@ def rename_no_replace(source: Path, target: Path) -> None:
     if target.exists() or target.is_symlink():
         raise FileExistsError(errno.EEXIST, "exists", str(target))
     os.rename(source, target)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename: readers see all or nothing."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def fsync_path(path: Path) -> None:

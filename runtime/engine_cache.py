@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from trtdeploy.runtime.atomic import write_atomic
 from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.errors import ArtifactError, IncompatibleEngine
 from trtdeploy.runtime.failpoints import failpoint
@@ -478,21 +479,6 @@ class EngineCache:
                 f"{path} is not a valid plan record ({exc!r}). Delete it and its .plan file, then rebuild "
                 f"with `trtdeploy engine {self.root}`."
             ) from exc
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename: readers see all or nothing."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

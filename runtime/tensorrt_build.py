@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trtdeploy.runtime.atomic import write_atomic
 from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.engine_cache import (
     EngineCache,
@@ -25,7 +26,6 @@ from trtdeploy.runtime.engine_cache import (
     PlanKey,
     PlanRecord,
     rebuild_command,
-    write_atomic,
 )
 from trtdeploy.runtime.errors import ArtifactError, BackendUnavailable, ExportError, TrtDeployError
 from trtdeploy.runtime.reports import VerificationReport, raise_if_failed

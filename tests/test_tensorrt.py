@@ -18,8 +18,9 @@ import pytest
 
 from trtdeploy.build import BuildResult
 from trtdeploy.cli import main
+from trtdeploy.runtime.atomic import write_atomic
 from trtdeploy.runtime.bundle import MANIFEST, Bundle
-from trtdeploy.runtime.engine_cache import EngineCache, Environment, PlanKey, write_atomic
+from trtdeploy.runtime.engine_cache import EngineCache, Environment, PlanKey
 from trtdeploy.runtime.errors import ArtifactError, BackendUnavailable, IncompatibleEngine
 from trtdeploy.runtime.targets import detect_target, open_engine
 from trtdeploy.runtime.tensorrt_host import tensorrt_unavailable_reason
