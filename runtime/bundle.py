@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -130,22 +131,44 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Manifest:
+        components = tuple(ComponentEntry.from_json(c) for c in _json_list(data, "components"))
+        names = [c.name for c in components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"components are named {names}: a name twice")
+        assets = _json_object(data, "assets")
+        if not all(isinstance(v, str) for v in assets.values()):
+            raise TypeError(f"assets are {assets}: every asset must be a relative path")
         return cls(
             model=str(data["model"]),
             preset=str(data["preset"]),
-            weights=dict(data["weights"]),
+            weights=_json_object(data, "weights"),
             precision=str(data["precision"]),
-            precision_method=dict(data["precision_method"]),
+            precision_method=_json_object(data, "precision_method"),
             pipeline=str(data["pipeline"]),
-            components=tuple(ComponentEntry.from_json(c) for c in data["components"]),
+            components=components,
             budget=Budget.from_json(data["budget"]),
-            assets=dict(data["assets"]),
-            tools=dict(data["tools"]),
+            assets=assets,
+            tools=_json_object(data, "tools"),
             created_utc=str(data["created_utc"]),
-            files=dict(data["files"]),
+            files=_json_object(data, "files"),
             format_version=int(data["format_version"]),
-            pipeline_config=dict(data.get("pipeline_config", {})),
+            pipeline_config=_json_object(data, "pipeline_config", default={}),
         )
+
+
+def _json_object(data: Mapping[str, Any], key: str, default: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``data[key]`` when it is a JSON object (``dict()`` alone would also take a list of pairs)."""
+    value = data.get(key, default) if default is not None else data[key]
+    if not isinstance(value, dict):
+        raise TypeError(f"{key!r} is a {type(value).__name__}, not an object")
+    return dict(value)
+
+
+def _json_list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data[key]
+    if not isinstance(value, list):
+        raise TypeError(f"{key!r} is a {type(value).__name__}, not a list")
+    return value
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -289,20 +312,34 @@ def manifest_outputs(manifest: Manifest) -> list[str]:
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an .npz, refusing object arrays (they would need pickle, which can run code)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:  # ValueError: object arrays; OSError/EOF: not an npz
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an archive of named arrays")
+        with loaded as data:
+            arrays = {k: data[k] for k in data.files}
+    # ValueError: object arrays; OSError/EOF/BadZipFile: not an npz, or a truncated one
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ArtifactError(
             f"{path.name} is not an .npz of plain arrays ({exc}); bundles never hold pickled data. Rebuild the bundle."
         ) from exc
+    # Numbers, and unicode text (generation references record their task and settings); raw bytes,
+    # structured and void records have no place in a bundle.
+    odd = sorted(k for k, a in arrays.items() if a.dtype.kind not in "biufU")
+    if odd:
+        raise ArtifactError(
+            f"{path.name} holds arrays {odd} of types {[str(arrays[k].dtype) for k in odd]}; reference arrays are "
+            "numbers or text only. Rebuild the bundle."
+        )
+    return arrays
 
 
 # A manifest or pipeline.json of a real bundle is a few hundred kB (ground truth included).
 MAX_JSON_BYTES = 64 * 2**20
-# Folders a bundle may hold besides its listed files: TensorRT plans (engine_cache.py checks each
-# one against its record and this host before anything reads it) and ONNX Runtime's TensorRT
-# provider cache, both written on the device after the build.
-RUNTIME_FOLDERS = ("engines", "ort-trt-cache")
+# The folder a bundle may hold besides its listed files: TensorRT plans, written on the device after
+# the build (engine_cache.py checks each against its signed record before anything reads it).
+# ONNX Runtime's TensorRT provider cache is not here: its engines carry no record to check, so it
+# lives in this host's cache folder (runtime/targets.py), never in a bundle that can be copied.
+RUNTIME_FOLDERS = ("engines",)
 
 
 def read_json_file(path: Path) -> Any:
@@ -368,7 +405,7 @@ def _check_file_records(files: Mapping[str, Any]) -> None:
 def check_no_strangers(root: Path, manifest: Manifest) -> None:
     """Every file under ``root`` is the manifest, a listed file, or in a runtime folder; no link anywhere."""
     listed = set(manifest.files) | {MANIFEST}
-    strangers, links = [], []
+    strangers, links, shared = [], [], []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         for name in [*dirnames, *filenames]:
@@ -378,11 +415,20 @@ def check_no_strangers(root: Path, manifest: Manifest) -> None:
                 links.append(rel)
             elif name in filenames and rel not in listed and rel.split("/")[0] not in RUNTIME_FOLDERS:
                 strangers.append(rel)
+            elif name in filenames and path.stat().st_nlink > 1:
+                shared.append(rel)
         dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
     if links:
         raise ArtifactError(
             f"{root} holds symbolic links ({', '.join(sorted(links)[:5])}); a bundle holds plain files only, so "
             "nothing it loads can come from outside it. Replace them with the files or rebuild the bundle."
+        )
+    if shared:
+        # A hard link is a second name for a file outside the bundle: whoever holds that name can
+        # change what the bundle loads after its hashes were checked.
+        raise ArtifactError(
+            f"{root} holds files with other names outside it (hard links: {', '.join(sorted(shared)[:5])}); "
+            "a bundle's files must be its own. Copy the bundle (cp -r makes separate files) or rebuild it."
         )
     if strangers:
         raise ArtifactError(

@@ -54,7 +54,7 @@ def open_engine(
     entry = bundle.manifest.component(component)
     if target in ORT_TARGETS:
         settings = OrtSettings(
-            target=target, threads=threads, trt_cache_dir=str(bundle.root / "ort-trt-cache")
+            target=target, threads=threads, trt_cache_dir=_ort_trt_cache(bundle, component)
         )
         onnx_file = entry.forms.get(target, entry.onnx) if form == "auto" else entry.onnx
         return OrtEngine(component, bundle.path(onnx_file), entry.io, settings)
@@ -65,11 +65,26 @@ def open_engine(
     return TrtEngine.from_bundle(bundle, component)
 
 
+def _ort_trt_cache(bundle: Bundle, component: str) -> str:
+    """ONNX Runtime's TensorRT provider cache for one graph: in this host's cache folder, named by
+    the graph's sha256, so only engines this host built from this very graph are ever found."""
+    from trtdeploy.runtime.engine_cache import cache_folder
+
+    digest = str(bundle.manifest.files[bundle.manifest.component(component).onnx]["sha256"])
+    return str(cache_folder() / "onnxruntime-trt" / digest[:32])
+
+
 def open_engines(
     bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None, form: str = "auto"
 ) -> dict[str, Engine]:
-    """Engines for every component of ``bundle``, by component name."""
-    return {
-        c.name: open_engine(bundle, c.name, target, threads=threads, form=form)
-        for c in bundle.manifest.components
-    }
+    """Engines for every component of ``bundle``, by component name; when one fails to open, the
+    ones already opened are closed before the error goes on."""
+    engines: dict[str, Engine] = {}
+    try:
+        for c in bundle.manifest.components:
+            engines[c.name] = open_engine(bundle, c.name, target, threads=threads, form=form)
+    except BaseException:
+        for engine in engines.values():
+            engine.close()
+        raise
+    return engines

@@ -80,6 +80,18 @@ MANIFEST_CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
         "no component has",
     ),
     ("unknown pipeline", lambda d: d.update(pipeline="resnet"), "pipeline 'resnet'"),
+    (
+        "asset path is a number",
+        lambda d: d["assets"].update(tokenizer=7),
+        "every asset must be a relative path",
+    ),
+    ("a component twice", lambda d: d["components"].append(d["components"][0]), "a name twice"),
+    (
+        "weights as pairs",
+        lambda d: d.update(weights=[["source", "preset"]]),
+        "'weights' is a list, not an object",
+    ),
+    ("tools as pairs", lambda d: d.update(tools=[["torch", "2"]]), "'tools' is a list, not an object"),
 ]
 
 
@@ -118,6 +130,26 @@ def test_a_pickle_bearing_reference_is_refused(tiny_clip_copy: Path) -> None:
         bundle.reference("vision")
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (lambda fh: fh.write(b"PK\x03\x04" + b"\x00" * 40), "not an .npz of plain arrays"),  # a broken zip
+        (lambda fh: np.save(fh, np.zeros(3, np.float32)), "a single array"),
+        (lambda fh: np.savez(fh, pixel_values=np.array([b"abc"])), "numbers or text only"),
+    ],
+    ids=["truncated zip", "an .npy in place of the .npz", "bytes values"],
+)
+def test_reference_arrays_that_are_not_plain_numbers_are_refused(
+    tiny_clip_copy: Path, content: Callable[[Any], Any], message: str
+) -> None:
+    rel = "reference/vision.inputs.npz"
+    with open(tiny_clip_copy / rel, "wb") as fh:
+        content(fh)
+    rehash(tiny_clip_copy, rel)
+    with pytest.raises(ArtifactError, match=message):
+        Bundle.load(tiny_clip_copy).reference("vision")
+
+
 def test_an_unlisted_external_data_file_is_refused_not_loaded(tiny_clip_copy: Path) -> None:
     (tiny_clip_copy / "vision.onnx.data").write_bytes(b"\x00" * 64)  # weights an ONNX graph could read
     with pytest.raises(ArtifactError, match=r"files its manifest does not list \(vision.onnx.data\)"):
@@ -135,6 +167,30 @@ def test_links_anywhere_in_a_bundle_are_refused(tiny_clip_copy: Path, tmp_path: 
     link.symlink_to(tiny_clip_copy)
     with pytest.raises(ArtifactError, match="symbolic link"):
         Bundle.load(link)
+
+
+def test_hard_links_into_a_bundle_are_refused(tiny_clip_copy: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside-name"
+    os.link(tiny_clip_copy / "vision.onnx", outside)  # whoever holds this name can rewrite the graph
+    with pytest.raises(ArtifactError, match=r"hard links: vision.onnx"):
+        Bundle.load(tiny_clip_copy)
+    outside.unlink()
+    Bundle.load(tiny_clip_copy)
+
+
+def test_an_onnxruntime_trt_cache_inside_a_bundle_is_refused(tiny_clip_copy: Path, host_cache: Path) -> None:
+    from trtdeploy.runtime.targets import _ort_trt_cache
+
+    (tiny_clip_copy / "ort-trt-cache").mkdir()  # engines with no record, copied in from elsewhere
+    (tiny_clip_copy / "ort-trt-cache" / "vision.engine").write_bytes(b"plan")
+    with pytest.raises(
+        ArtifactError, match=r"files its manifest does not list \(ort-trt-cache/vision.engine\)"
+    ):
+        Bundle.load(tiny_clip_copy)
+    shutil.rmtree(tiny_clip_copy / "ort-trt-cache")
+    # The provider's own cache lives in this host's cache folder, named by the graph it was built from.
+    cache = Path(_ort_trt_cache(Bundle.load(tiny_clip_copy), "vision"))
+    assert cache == host_cache / "onnxruntime-trt" / sha256_file(tiny_clip_copy / "vision.onnx")[:32]
 
 
 def test_an_engines_link_is_refused_by_the_plan_cache(tiny_clip_copy: Path, tmp_path: Path) -> None:
