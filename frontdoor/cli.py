@@ -54,6 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrtDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file the user named could not be read or written: a message, not a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"error:{where}: {exc.strerror or exc}. Check that the path exists and that this user may "
+            "read (or write) it, then run the command again.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 class _Parser(argparse.ArgumentParser):

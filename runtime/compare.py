@@ -293,13 +293,28 @@ def compare_outputs(
     budget: Budget,
     sample_axes: Mapping[str, int] | None = None,
 ) -> list[OutputComparison]:
-    """Compare every reference output of a component; a missing actual output is a failure.
+    """Compare every output of a component with its reference; an output missing on either side is
+    a failure (a reference short of an output would leave that output unjudged).
     ``sample_axes`` gives, per output, how many leading axes index its samples (default 1)."""
-    results = []
+    nan = float("nan")
+    results = [
+        OutputComparison(
+            component,
+            name,
+            budget.tolerance_for(component, name),
+            nan,
+            nan,
+            nan,
+            1.0,
+            0,
+            shape_error="no reference recorded for it",
+        )
+        for name in actual
+        if name not in reference
+    ]
     for name, ref in reference.items():
         tol = budget.tolerance_for(component, name)
         if name not in actual:
-            nan = float("nan")
             results.append(
                 OutputComparison(component, name, tol, nan, nan, nan, 1.0, 0, shape_error="output missing")
             )

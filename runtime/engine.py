@@ -84,6 +84,15 @@ class Engine(abc.ABC):
             raise InputValidationError(
                 f"{self.component}: cannot keep {unknown}; its outputs are {list(self.io.output_names)}."
             )
+        wanted = {spec.name: spec.dtype for spec in self.inputs}
+        mistyped = sorted(
+            f"{n} is {r.dtype}" for n, r in resident.items() if wanted.get(n, r.dtype) != r.dtype
+        )
+        if mistyped:
+            raise InputValidationError(
+                f"{self.component}: kept inputs of the wrong type ({', '.join(mistyped)}); the graph takes "
+                f"{ {n: wanted[n] for n in resident if n in wanted} }."
+            )
         shapes = {name: r.shape for name, r in resident.items()}
         checked = validate_feeds(
             self.component, self.io, feeds, allow_non_finite=self.allow_non_finite, resident=shapes

@@ -45,17 +45,25 @@ class AnswerDecoder:
     @classmethod
     def from_folder(cls, folder: Path) -> AnswerDecoder:
         """tokenizer.json, with the clean-up settings of tokenizer_config.json when it is there."""
-        config_path = Path(folder) / "tokenizer_config.json"
+        config = Path(folder) / "tokenizer_config.json"
+        return cls.from_files(Path(folder) / "tokenizer.json", config if config.is_file() else None)
+
+    @classmethod
+    def from_files(cls, tokenizer_json: Path, tokenizer_config: Path | None) -> AnswerDecoder:
+        """tokenizer.json, with the clean-up settings of a tokenizer_config.json (None: there is none)."""
         config: dict[str, object] = {}
-        if config_path.is_file():
+        if tokenizer_config is not None:
             try:
-                config = json.loads(config_path.read_text(encoding="utf-8"))
+                loaded = json.loads(tokenizer_config.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise ArtifactError(
-                    f"could not read {config_path}: {exc}. Copy it again from the tokenizer folder."
+                    f"could not read {tokenizer_config}: {exc}. Copy it again from the tokenizer folder."
                 ) from exc
+            if not isinstance(loaded, dict):
+                raise ArtifactError(f"{tokenizer_config} is a JSON {type(loaded).__name__}, not an object.")
+            config = loaded
         return cls(
-            Path(folder) / "tokenizer.json",
+            tokenizer_json,
             # transformers' defaults when the keys are absent: no clean-up.
             clean_up_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
             clean_up_bpe=bool(

@@ -7,7 +7,6 @@ these types without importing one another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +57,11 @@ class VerificationReport:
 
     def failures(self) -> list[str]:
         out = [f"{c.component}/{c.output}: {'; '.join(c.failures)}" for c in self.comparisons if not c.passed]
-        out += [f"{t.name}: {t.value:.4f} < {t.minimum}" for t in self.tasks if not t.passed]
+        out += [
+            f"{t.name}: {t.value:.4f} < {t.minimum}" + (f" ({t.detail})" if t.detail else "")
+            for t in self.tasks
+            if not t.passed
+        ]
         return out
 
     def task(self, name: str) -> TaskResult:
@@ -104,17 +107,6 @@ class VerificationReport:
                     f"| {task.detail} |"
                 )
         return "\n".join(lines) + "\n"
-
-
-def build_report(
-    model: str,
-    precision: str,
-    target: str,
-    comparisons: Sequence[OutputComparison],
-    tasks: Sequence[TaskResult],
-    form: str = "graph",
-) -> VerificationReport:
-    return VerificationReport(model, precision, target, tuple(comparisons), tuple(tasks), form)
 
 
 def raise_if_failed(report: VerificationReport) -> None:

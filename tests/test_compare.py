@@ -59,6 +59,15 @@ def test_shape_mismatch_and_missing_output_fail() -> None:
     assert results[1].failures == ["output missing"]
 
 
+def test_an_output_without_a_reference_fails_rather_than_going_unjudged() -> None:
+    budget = Budget({"*": TOL})
+    results = compare_outputs("c", {"a": np.ones(3)}, {"a": np.ones(3), "extra": np.ones(2)}, budget)
+    by_name = {r.output: r for r in results}
+    assert by_name["a"].passed
+    assert not by_name["extra"].passed
+    assert by_name["extra"].failures == ["no reference recorded for it"]
+
+
 def test_budget_lookup_prefers_the_specific_key_and_round_trips() -> None:
     special = Tolerance(0.5, 1.0, 1.0, 0.5)
     budget = Budget({"*": TOL, "text/embeds": special}, {"top1": 0.9})

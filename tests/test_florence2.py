@@ -4,7 +4,9 @@ processor, answers and CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from trtdeploy.models.florence2 import RECIPE, florence2_preprocess
 from trtdeploy.models.recipe import COMMITTED_WEIGHTS
 from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.engine import Engine
-from trtdeploy.runtime.errors import ArtifactError, InputValidationError
+from trtdeploy.runtime.errors import ArtifactError, InputValidationError, UsageError
 from trtdeploy.runtime.florence2_answers import post_process_generation
 from trtdeploy.runtime.locations import LOCATION_BINS
 from trtdeploy.runtime.pipelines.florence2 import DECODER_WITH_PAST, Florence2Layout, Florence2Pipeline
@@ -71,6 +73,13 @@ def test_the_padded_vocabulary_rows_can_never_win(tiny_florence2: BuildResult) -
     assert (layout.tokenizer_size, layout.vocab_size) == (51290, 51328)
     settings = layout.settings({"num_beams": 1, "max_new_tokens": 4})
     assert set(range(51290, 51328)) <= set(settings.suppress_tokens)
+    # A caller's suppress_tokens replaces the checkpoint's list (as in generate()); padding stays.
+    checkpoint = dataclasses.replace(
+        layout, generation_config={**layout.generation_config, "suppress_tokens": [7]}
+    )
+    assert 7 in checkpoint.settings({}).suppress_tokens
+    overridden = set(checkpoint.settings({"suppress_tokens": [5]}).suppress_tokens)
+    assert 5 in overridden and 7 not in overridden and set(range(51290, 51328)) <= overridden
 
     class PaddingLover(Engine):
         """decoder_with_past with the highest logit always on a padding row."""
@@ -266,6 +275,22 @@ def test_pipeline_refuses_bad_requests(shapes_florence2: BuildResult) -> None:
     for images, task, options, message in cases:
         with pytest.raises(InputValidationError, match=message):
             pipeline.answer(images, task, **options)
+    # Settings the engines cannot hold are refused before the vision tower runs, not after.
+    rows = pipeline.engines[DECODER_WITH_PAST].io.dims["rows"].max
+    positions = pipeline.engines[DECODER_WITH_PAST].io.dims["present"].max
+    pipeline.image_features = lambda *a: pytest.fail("the vision tower ran")  # type: ignore[method-assign]
+    too_much: list[tuple[dict[str, Any], str]] = [
+        ({"num_beams": rows + 1}, f"at most {rows} rows"),
+        ({"max_new_tokens": positions}, f"max_new_tokens={positions - 1} or fewer"),
+    ]
+    for options, message in too_much:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            pipeline.answer([image], "<OD>", **options)
+    del pipeline.image_features  # the longest generation the engines hold does run
+    assert (
+        len(pipeline.answer([image], "<OD>", num_beams=1, max_new_tokens=positions - 1)[0].tokens)
+        <= positions
+    )
 
 
 def test_a_generation_config_with_wrong_ids_is_refused(tmp_path: Path) -> None:
@@ -326,7 +351,34 @@ def test_kept_kv_cache_matches_the_host_round_trip_and_is_not_rescanned(
     )
     with pytest.raises(Exception, match="NaN or Inf"):  # the kept input passed; the NaN shows in the outputs
         engine.run_resident(host, resident)
+    as_half = feeds[past[1]].astype(np.float16)
+    wrong_type = Resident(
+        as_half.shape, "float16", ort.OrtValue.ortvalue_from_numpy(as_half), engine.resident_kind
+    )
+    with pytest.raises(
+        InputValidationError, match=f"kept inputs of the wrong type \\({past[1]} is float16\\)"
+    ):
+        engine.run_resident(host, {**resident, past[1]: wrong_type})
     with pytest.raises(InputValidationError, match=r"axis 2 \(past\)"):
         wrong = feeds[past[1]][:, :, :0]
         resident[past[1]] = Resident(wrong.shape, "float32", None, engine.resident_kind)
         engine.run_resident(host, resident)
+
+
+def test_a_bundle_without_its_generation_reference_fails_verification(
+    tiny_florence2: BuildResult, tmp_path: Path
+) -> None:
+    """Per-graph tensors alone never pass a Florence-2 bundle whose budget gates generation."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_florence2.bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    rel = manifest["assets"].pop("task_reference")
+    manifest["files"].pop(rel)
+    (copy / rel).unlink()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    bundle = Bundle.load(copy)
+    report = verify_bundle(bundle, open_engines(bundle, threads=1), "onnxruntime")
+    assert not report.passed
+    assert any(
+        "generation_exact_match: nan" in f and "no generation reference" in f for f in report.failures()
+    )

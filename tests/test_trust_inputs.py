@@ -382,6 +382,43 @@ def test_run_on_a_fifo_returns_at_once(
     assert "not a regular file" in capsys.readouterr().err
 
 
+def test_out_dir_never_writes_over_an_input_and_keeps_same_stems_apart(
+    tiny_clipseg: BuildResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = EVALUATION_IMAGES[0].path()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        shutil.copy(photo, tmp_path / folder / "cat.png")
+    run = ["run", str(tiny_clipseg.bundle), "--prompts", "a cat", "--threads", "1"]
+    images = ["--image", str(tmp_path / "a" / "cat.png"), "--image", str(tmp_path / "b" / "cat.png")]
+    assert main([*run, *images, "--out-dir", str(tmp_path / "masks")]) == 0
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == [
+        "0-cat.0.a-cat.png",
+        "1-cat.0.a-cat.png",
+    ]
+    capsys.readouterr()
+    # An input named like an output, in the output folder itself: refused before anything runs.
+    shutil.copy(photo, tmp_path / "a" / "cat.0.a-cat.png")
+    before = (tmp_path / "a" / "cat.0.a-cat.png").read_bytes()
+    named = tmp_path / "a" / "cat.0.a-cat.png"
+    assert (
+        main(
+            [
+                *run,
+                "--image",
+                str(named),
+                "--image",
+                str(named.with_name("cat.png")),
+                "--out-dir",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 2
+    )
+    assert "would write" in capsys.readouterr().err and named.read_bytes() == before
+
+
 CLI_CASES: list[tuple[str, Callable[[Path, Path], list[str]], str]] = [
     (
         "--out-dir is a file",
@@ -440,9 +477,54 @@ def test_cli_mistakes_get_a_usage_error(
     assert (tmp_path / "f.txt").read_text() == "mine"
 
 
+def test_a_file_the_system_refuses_is_a_message_not_a_traceback(
+    tiny_clipseg: BuildResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("mine")  # a file where the output folder's parent should be
+    argv = [
+        "run",
+        str(tiny_clipseg.bundle),
+        "--image",
+        str(EVALUATION_IMAGES[0].path()),
+        "--prompts",
+        "a cat",
+    ]
+    code = main([*argv, "--out-dir", str(blocker / "masks")])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert str(blocker / "masks") in err and "Traceback" not in err
+    assert blocker.read_text() == "mine"
+
+
 def test_a_bundle_copy_missing_its_pipeline_json_still_says_what_to_do(
     tiny_clip_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shutil.rmtree(tiny_clip_copy / "tokenizer")
     assert main(["info", str(tiny_clip_copy)]) == 3
     assert "is missing" in capsys.readouterr().err
+
+
+def test_engines_are_released_on_close_and_when_a_later_one_fails(
+    tiny_clip_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trtdeploy.runtime.onnxruntime_backend import OrtEngine
+    from trtdeploy.runtime.targets import open_engines
+
+    closed: list[str] = []
+    close = OrtEngine.close
+
+    def counting_close(self: OrtEngine) -> None:
+        closed.append(self.component)
+        close(self)
+
+    monkeypatch.setattr(OrtEngine, "close", counting_close)
+    with ClipPipeline.from_bundle(Bundle.load(tiny_clip_copy), threads=1) as pipeline:
+        pipeline.zero_shot(EVALUATION_IMAGES[0].load(), ["a cat", "a dog"])
+    assert sorted(closed) == ["text", "vision"]
+    closed.clear()
+    (tiny_clip_copy / "text.onnx").write_bytes(b"not a graph")  # the second engine cannot open
+    rehash(tiny_clip_copy, "text.onnx")
+    with pytest.raises(ArtifactError, match="could not load text.onnx"):
+        open_engines(Bundle.load(tiny_clip_copy), threads=1)
+    assert closed == ["vision"]

@@ -9,12 +9,14 @@ run it on the engines under test, end to end.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
 from trtdeploy.runtime.bundle import Bundle, Manifest
+from trtdeploy.runtime.engine import Engine
 from trtdeploy.runtime.executor import ComponentRuns, Executor, ReferenceSet
 from trtdeploy.runtime.reports import Outputs, TaskResult
 
@@ -30,6 +32,26 @@ class RunRequest:
     threads: int | None = None
     out_dir: Path | None = None
     as_json: bool = False
+
+
+class HoldsEngines:
+    """A pipeline's engines are released by close(), or on leaving ``with Pipeline.from_bundle(...)``
+    (sessions and GPU buffers are not left to the garbage collector)."""
+
+    def held_engines(self) -> Iterable[Engine]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for engine in self.held_engines():
+            engine.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 class Pipeline(Protocol):

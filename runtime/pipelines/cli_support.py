@@ -3,7 +3,9 @@ comma-separated texts, and image files opened safely."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Set
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +44,24 @@ def request_images(request: RunRequest) -> Iterator[tuple[Path, Image.Image]]:
         raise UsageError("give at least one --image FILE.")
     opened = [(path, open_image_file(path)) for path in request.images]  # every file checked first
     yield from opened
+
+
+class OutputNames:
+    """File names under --out-dir for the outputs of one run: ``<stem>.<parts>.png``, prefixed with
+    the image's position when two inputs share a stem (a/cat.jpg, b/cat.jpg), and never the name of
+    an input image (`--out-dir .` next to the photographs must not write over them)."""
+
+    def __init__(self, out_dir: Path, images: Sequence[Path]) -> None:
+        self.out_dir = out_dir
+        self.inputs = {p.resolve() for p in images}
+        stems = Counter(p.stem for p in images)
+        self.stems = [f"{i}-{p.stem}" if stems[p.stem] > 1 else p.stem for i, p in enumerate(images)]
+
+    def png(self, image_index: int, *parts: str) -> Path:
+        slugs = [re.sub(r"[^a-z0-9]+", "-", part.lower()).strip("-")[:40] or "output" for part in parts]
+        path = self.out_dir / ".".join([self.stems[image_index], *slugs, "png"])
+        if path.resolve() in self.inputs:
+            raise UsageError(
+                f"--out-dir would write {path} over an input image; name another folder for the outputs."
+            )
+        return path

@@ -7,7 +7,7 @@ return the projected, unnormalised embeddings), logits are exp(logit_scale) · c
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,7 +18,7 @@ from trtdeploy.runtime.engine import Engine, check_finite_outputs
 from trtdeploy.runtime.errors import ArtifactError, InputValidationError
 from trtdeploy.runtime.executor import ComponentRuns, Executor, ReferenceSet
 from trtdeploy.runtime.metrics import top1_accuracy
-from trtdeploy.runtime.pipelines.base import RunRequest
+from trtdeploy.runtime.pipelines.base import HoldsEngines, RunRequest
 from trtdeploy.runtime.pipelines.cli_support import check_options, request_images, text_list
 from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess
 from trtdeploy.runtime.reports import Outputs, TaskResult
@@ -39,7 +39,7 @@ class Ranked:
 MAX_LOGIT_SCALE = float(np.log(1000.0))
 
 
-class ClipPipeline:
+class ClipPipeline(HoldsEngines):
     """Zero-shot classification and retrieval with a CLIP bundle's ``vision`` and ``text`` engines."""
 
     sources: ClassVar[tuple[str, ...]] = (VISION, TEXT)  # both graphs read recorded inputs
@@ -62,11 +62,14 @@ class ClipPipeline:
         self._max_images = vision.io.dims["batch"].max
         self._max_texts = text.io.dims["batch"].max
 
+    def held_engines(self) -> Iterable[Engine]:
+        return (self.vision, self.text)
+
     @classmethod
     def from_bundle(
         cls, bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None
     ) -> ClipPipeline:
-        config = bundle.read_json(bundle.manifest.assets["pipeline"])
+        config = bundle.manifest.pipeline_config  # equal to pipeline.json (Bundle.load checks)
         cls.check_config(config)
         engines = open_engines(bundle, target, threads=threads)
         tokenizer = TextTokenizer(

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,8 +23,8 @@ from trtdeploy.runtime.errors import ArtifactError, InputValidationError, Verifi
 from trtdeploy.runtime.executor import ComponentRuns, Executor, ReferenceSet
 from trtdeploy.runtime.masks import decode_mask
 from trtdeploy.runtime.metrics import mask_iou, mean_iou
-from trtdeploy.runtime.pipelines.base import RunRequest
-from trtdeploy.runtime.pipelines.cli_support import check_options, request_images, text_list
+from trtdeploy.runtime.pipelines.base import HoldsEngines, RunRequest
+from trtdeploy.runtime.pipelines.cli_support import OutputNames, check_options, request_images, text_list
 from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess, to_rgb
 from trtdeploy.runtime.reports import Outputs, TaskResult
 from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
@@ -95,7 +94,7 @@ class PromptEmbeddings:
 MAX_PROMPTS_PER_CALL = 256
 
 
-class ClipSegPipeline:
+class ClipSegPipeline(HoldsEngines):
     """Text- and image-prompted segmentation with a CLIPSeg bundle's three engines."""
 
     # The decoder is fed what the encoders produce: verification also runs it on the engines' own
@@ -123,11 +122,14 @@ class ClipSegPipeline:
         self._max_texts = self.text_encoder.io.dims["prompts"].max
         self._max_prompts = self.decoder.io.dims["prompts"].max  # per decoder call
 
+    def held_engines(self) -> Iterable[Engine]:
+        return (self.image_encoder, self.text_encoder, self.decoder)
+
     @classmethod
     def from_bundle(
         cls, bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None
     ) -> ClipSegPipeline:
-        config = bundle.read_json(bundle.manifest.assets["pipeline"])
+        config = bundle.manifest.pipeline_config  # equal to pipeline.json (Bundle.load checks)
         cls.check_config(config)
         tokenizer = TextTokenizer(
             bundle.asset("tokenizer"), max_length=int(config["max_text_length"]), pad_id=int(config["pad_id"])
@@ -266,20 +268,26 @@ class ClipSegPipeline:
         threshold = request.options.get("--threshold")
         pipeline = cls.from_bundle(bundle, request.target, threads=request.threads)
         images = list(request_images(request))
+        # Output names are settled (and one that would overwrite an input refused) before any work.
+        names = OutputNames(request.out_dir, [p for p, _ in images]) if request.out_dir else None
+        masks = (
+            {(i, k): names.png(i, str(k), p) for i in range(len(images)) for k, p in enumerate(prompts)}
+            if names
+            else {}
+        )
         if request.out_dir:
             request.out_dir.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
         answers: dict[str, list[dict[str, Any]]] = {}
-        for path, image in images:
+        for i, (path, image) in enumerate(images):
             result = pipeline.segment(image, prompts, threshold=threshold)
             lines.append(f"{path}: masks at probability > {result.threshold:g}")
             answers[str(path)] = []
             for k, (prompt, area) in enumerate(zip(result.prompts, result.areas(), strict=True)):
                 line = f"  {area:7.2%}  {prompt}"
                 entry: dict[str, Any] = {"prompt": prompt, "area": float(area)}
-                if request.out_dir:
-                    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "prompt"
-                    out = request.out_dir / f"{Path(path).stem}.{k}.{slug}.png"
+                if masks:
+                    out = masks[i, k]
                     Image.fromarray(result.masks[k].astype(np.uint8) * 255).save(out)
                     line += f"  -> {out}"
                     entry["mask"] = str(out)

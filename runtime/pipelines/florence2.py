@@ -16,7 +16,7 @@ tensors after a first divergence would compare different prefixes). Trained mode
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +25,7 @@ import numpy as np
 
 from trtdeploy.runtime.bundle import Bundle, Manifest
 from trtdeploy.runtime.engine import Engine
-from trtdeploy.runtime.errors import ArtifactError, InputValidationError
+from trtdeploy.runtime.errors import ArtifactError, InputValidationError, UsageError
 from trtdeploy.runtime.executor import ComponentRuns, Executor, ReferenceSet
 from trtdeploy.runtime.florence2_answers import post_process_generation
 from trtdeploy.runtime.florence2_decode import AnswerDecoder
@@ -34,8 +34,8 @@ from trtdeploy.runtime.florence2_tasks import build_prompt, florence2_task
 from trtdeploy.runtime.generation import Generated, GenerationSettings, generate
 from trtdeploy.runtime.locations import Detections, parse_location_text
 from trtdeploy.runtime.metrics import exact_match, mean_average_precision
-from trtdeploy.runtime.pipelines.base import RunRequest
-from trtdeploy.runtime.pipelines.cli_support import check_options, request_images
+from trtdeploy.runtime.pipelines.base import HoldsEngines, RunRequest
+from trtdeploy.runtime.pipelines.cli_support import OutputNames, check_options, request_images
 from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess, to_rgb
 from trtdeploy.runtime.reports import Feeds, Outputs, TaskResult
 from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
@@ -96,10 +96,8 @@ class Florence2Layout:
         default), and the vocabulary's padding rows suppressed, so they can never win."""
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
         padding = range(self.tokenizer_size, self.vocab_size)
-        asked = [
-            *(self.generation_config.get("suppress_tokens") or []),
-            *(given.get("suppress_tokens") or []),
-        ]
+        # An override replaces the checkpoint's list, as a generate() argument does in transformers.
+        asked = given.get("suppress_tokens", self.generation_config.get("suppress_tokens")) or []
         suppressed = sorted({*asked, *padding})
         if suppressed:
             given["suppress_tokens"] = suppressed
@@ -180,7 +178,12 @@ class Answer:
         }
 
 
-class Florence2Pipeline:
+def _answer_decoder(assets: Mapping[str, Path]) -> AnswerDecoder:
+    """The decoder of the bundle's own tokenizer files, as its manifest lists them."""
+    return AnswerDecoder.from_files(assets["tokenizer"], assets.get("tokenizer_config"))
+
+
+class Florence2Pipeline(HoldsEngines):
     """Florence-2's tasks over a bundle's five engines."""
 
     sources: ClassVar[tuple[str, ...]] = (VISION_ENCODER, EMBED_TOKENS, ENCODER)
@@ -207,15 +210,20 @@ class Florence2Pipeline:
         self.layout = layout
         self._max_images = self.engines[VISION_ENCODER].io.dims["batch"].max
         self._max_rows = self.engines[DECODER_WITH_PAST].io.dims["rows"].max
+        self._max_length = self.engines[DECODER_WITH_PAST].io.dims["present"].max
+
+    def held_engines(self) -> Iterable[Engine]:
+        return self.engines.values()
 
     @classmethod
     def from_bundle(
         cls, bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None
     ) -> Florence2Pipeline:
-        config = bundle.read_json(bundle.manifest.assets["pipeline"])
-        layout = Florence2Layout.from_json(config)
+        layout = Florence2Layout.from_json(
+            bundle.manifest.pipeline_config
+        )  # equal to pipeline.json (load checks)
         tokenizer = PromptTokenizer(bundle.asset("tokenizer"), layout)
-        decoder = AnswerDecoder.from_folder(bundle.asset("tokenizer").parent)
+        decoder = _answer_decoder({role: bundle.asset(role) for role in bundle.manifest.assets})
         return cls(open_engines(bundle, target, threads=threads), tokenizer, decoder, layout)
 
     @staticmethod
@@ -240,8 +248,26 @@ class Florence2Pipeline:
     ) -> list[Answer]:
         """Each image's answer to ``task`` (+ ``text`` for tasks that take one); ``generation``
         overrides the checkpoint's generation settings (num_beams=1, max_new_tokens=64, ...)."""
+        build_prompt(task, text)
+        self.checked_settings(generation)  # before the vision tower's seconds, not after
         features, sizes = self.image_features(images)
         return self.answer_features(features, sizes, task, text, **generation)
+
+    def checked_settings(self, generation: Mapping[str, Any]) -> GenerationSettings:
+        """The generation settings for ``generation``, refused when the engines cannot hold them."""
+        settings = self.layout.settings(generation)
+        if settings.num_beams > self._max_rows:
+            raise UsageError(
+                f"num_beams={settings.num_beams}: the decoder engines hold at most {self._max_rows} rows "
+                f"(images × beams). Ask for {self._max_rows} beams or fewer, or rebuild with a larger profile."
+            )
+        if settings.max_total_length > self._max_length:
+            raise UsageError(
+                f"generation up to {settings.max_total_length} tokens (start token included): the decoder "
+                f"engines hold at most {self._max_length} positions. Ask for "
+                f"max_new_tokens={self._max_length - 1} or fewer."
+            )
+        return settings
 
     def answer_features(
         self,
@@ -252,7 +278,7 @@ class Florence2Pipeline:
         **generation: Any,
     ) -> list[Answer]:
         prompt = build_prompt(task, text)
-        settings = self.layout.settings(generation)
+        settings = self.checked_settings(generation)
         tokens = self.generate_tokens(features, self.tokenizer([prompt] * len(features)), settings)
         texts = self.decoder.decode_batch([list(t) for t in tokens])
         return [
@@ -323,7 +349,15 @@ class Florence2Pipeline:
         budget's drop of what generate()'s own tokens score."""
         cases = reference.tasks.get(GENERATION)
         if not cases:
-            return []
+            # Generation is what a Florence-2 bundle does: a budget gating it without its reference
+            # would pass on per-graph tensors alone.
+            return [
+                TaskResult(
+                    name, float("nan"), manifest.budget.tasks[name], "no generation reference to compare"
+                )
+                for name in ("generation_exact_match", "generation_token_agreement")
+                if name in manifest.budget.tasks
+            ]
         layout = Florence2Layout.from_json(manifest.pipeline_config)
         features = actual[VISION_ENCODER]["image_features"]  # the engines' own, on the recorded pixels
         max_rows = run[DECODER_WITH_PAST].io.dims["rows"].max
@@ -332,7 +366,7 @@ class Florence2Pipeline:
         results = generation_agreement(manifest, produced, expected)
         truth = manifest.pipeline_config.get("ground_truth")
         if truth is not None:
-            decoder = AnswerDecoder.from_folder(reference.assets["tokenizer"].parent)
+            decoder = _answer_decoder(reference.assets)
             results += ground_truth_metrics(manifest, decoder, cases, produced, expected, truth)
         return results
 
@@ -347,6 +381,9 @@ class Florence2Pipeline:
         florence2_task(task)
         pipeline = cls.from_bundle(bundle, request.target, threads=request.threads)
         images = list(request_images(request))
+        # Output names are settled (and one that would overwrite an input refused) before any work.
+        targets = OutputNames(request.out_dir, [p for p, _ in images]) if request.out_dir else None
+        drawings = [targets.png(i, task) for i in range(len(images))] if targets else []
         answers = pipeline.answer(
             [image for _, image in images],
             task,
@@ -359,8 +396,8 @@ class Florence2Pipeline:
             from trtdeploy.runtime.florence2_draw import draw_answer
 
             request.out_dir.mkdir(parents=True, exist_ok=True)
-            for (path, image), answer in zip(images, answers, strict=True):
-                drawn[str(path)] = draw_answer(image, answer, request.out_dir / f"{Path(path).stem}.png")
+            for (path, image), answer, out in zip(images, answers, drawings, strict=True):
+                drawn[str(path)] = draw_answer(image, answer, out)
         if request.as_json:
             return [
                 json.dumps(
