@@ -197,6 +197,7 @@ class HostKey:
         if path.is_symlink():
             raise ArtifactError(f"{path} is a symbolic link; the host key must be a plain file. Remove it.")
         if path.is_file():
+            _check_private(path)
             key = path.read_bytes()
             if len(key) != 32:
                 raise ArtifactError(
@@ -227,6 +228,17 @@ class HostKey:
     def trusts(self, record: PlanRecord) -> bool:
         key = self.read(create=False)
         return key is not None and hmac.compare_digest(record.signature, _mac(key, record))
+
+
+def _check_private(path: Path) -> None:
+    """The key proves a plan record was written here only while no one else can read or replace it."""
+    info = path.stat()
+    if info.st_mode & 0o077 or info.st_uid != os.getuid():
+        raise ArtifactError(
+            f"{path} is readable or writable by others (mode {info.st_mode & 0o777:o}, owner uid "
+            f"{info.st_uid}, this user {os.getuid()}): anyone who can read it can forge plan records. "
+            f"Remove it (plans are rebuilt and re-signed with a new key) or `chmod 600` it if it is yours."
+        )
 
 
 def cache_folder() -> Path:

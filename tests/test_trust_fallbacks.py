@@ -134,6 +134,18 @@ def test_plan_records_are_trusted_only_when_this_host_wrote_them(
     assert (tmp_path / "here" / HostKey.FILE).stat().st_mode & 0o777 == 0o600
 
 
+def test_a_host_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    from trtdeploy.runtime.errors import ArtifactError
+
+    host = HostKey(tmp_path / "cache")
+    key = host.read(create=True)
+    assert key is not None and host.read(create=False) == key
+    path = tmp_path / "cache" / HostKey.FILE
+    path.chmod(0o644)  # readable by anyone: anyone could sign a forged record with it
+    with pytest.raises(ArtifactError, match="readable or writable by others"):
+        host.read(create=False)
+
+
 def test_a_plan_record_with_an_unknown_option_is_refused(tiny_clip: BuildResult, tmp_path: Path) -> None:
     from trtdeploy.runtime.errors import ArtifactError
 
