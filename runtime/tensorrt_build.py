@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtdeploy.runtime.atomic import write_atomic
+from trtdeploy.runtime.atomic import BuildLock, write_atomic
 from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.engine_cache import (
     EngineCache,
@@ -237,6 +237,12 @@ class EngineFromBundle:
         self.note = note
 
     def __call__(self, bundle: Bundle) -> EngineBuild:
+        # The build's lock: two plan builds into one engines/ folder, or a plan build while the bundle
+        # is being replaced, would commit records for plans the other one wrote.
+        with BuildLock(bundle.root):
+            return self._build_all(bundle)
+
+    def _build_all(self, bundle: Bundle) -> EngineBuild:
         reason = tensorrt_unavailable_reason()
         if reason is not None:
             raise BackendUnavailable(f"building TensorRT plans needs TensorRT and a CUDA GPU: {reason}")

@@ -154,6 +154,15 @@ def test_a_second_build_of_the_same_output_waits_its_turn(tmp_path: Path) -> Non
     OutputClaim(out).release()  # free again once the first one is done
 
 
+def test_plans_are_not_built_into_a_bundle_another_build_holds(old_bundle: Path) -> None:
+    from trtdeploy.runtime.tensorrt_build import EngineFromBundle
+
+    bundle = Bundle.load(old_bundle)
+    with OutputClaim(old_bundle), pytest.raises(ArtifactError, match="another trtdeploy build is writing"):
+        EngineFromBundle(note=lambda _: None)(bundle)
+    assert not (old_bundle / "engines").exists()
+
+
 def test_leftovers_of_killed_builds_are_cleared_and_an_aside_bundle_put_back(old_bundle: Path) -> None:
     parent = old_bundle.parent
     aside = parent / ".fp32.old-abc"
