@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import PretrainedConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from trtdeploy.models.recipe import Feeds
@@ -46,13 +47,39 @@ class VisionEncoderExport(torch.nn.Module):
         return self.model.get_image_features(pixel_values=pixel_values).pooler_output  # (I, N, D)
 
 
+@contextlib.contextmanager
+def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Every attention of ``model`` runs transformers' eager implementation for the duration.
+
+    The model's default (SDPA) is exported as its decomposition, which reshapes K to three dims
+    and transposes it there: a physical copy of K on every call, which for the cross-attention K
+    of decoder_with_past is 30% of a decoding step on ONNX Runtime's CPU provider. The eager
+    implementation is the same arithmetic as matmul(q, kᵀ) in four dims, a transposed MatMul
+    operand the runtimes fuse. Each config is set and restored on its own (the config setter
+    would recurse into sub-configs), so the reference keeps its own implementation afterwards."""
+    configs = {
+        id(m.config): m.config
+        for m in model.modules()
+        if isinstance(getattr(m, "config", None), PretrainedConfig)
+    }
+    saved = {key: config._attn_implementation_internal for key, config in configs.items()}
+    for config in configs.values():
+        config._attn_implementation_internal = "eager"
+    try:
+        yield
+    finally:
+        for key, config in configs.items():
+            config._attn_implementation_internal = saved[key]
+
+
 class VisionEncoderTracedExport(VisionEncoderExport):
-    """What is traced for `vision_encoder`: the same tower with DaViT's channel attention in a
-    layout whose only copies keep the head dim contiguous (see _channel_attention_forward). The
-    numbers are the model's: the exported graph is checked against VisionEncoderExport's reference."""
+    """What is traced for `vision_encoder`: the same tower with eager window attention and DaViT's
+    channel attention in a layout whose only copies keep the head dim contiguous (see
+    _channel_attention_forward). The numbers are the model's: the exported graph is checked
+    against VisionEncoderExport's reference."""
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        with _channel_attention_rewritten(self.model):
+        with _channel_attention_rewritten(self.model), _eager_attention(self.model):
             return super().forward(pixel_values)
 
 
@@ -401,8 +428,50 @@ def random_inputs(shape: Shape, component: str) -> Any:
     return make
 
 
+class EncoderTracedExport(EncoderExport):
+    """What is traced for `encoder`: EncoderExport with eager attention (see _eager_attention)."""
+
+    def forward(
+        self, image_features: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        with _eager_attention(self.model):
+            return super().forward(image_features, inputs_embeds, attention_mask)
+
+
+class DecoderInitTracedExport(DecoderInitExport):
+    """What is traced for `decoder_init`: DecoderInitExport with eager attention."""
+
+    def forward(
+        self,
+        decoder_input_ids: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        with _eager_attention(self.model):
+            return super().forward(decoder_input_ids, encoder_hidden_states, encoder_attention_mask)
+
+
+class DecoderWithPastTracedExport(DecoderWithPastExport):
+    """What is traced for `decoder_with_past`: DecoderWithPastExport with eager attention."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        beam_idx: torch.Tensor,
+        *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        with _eager_attention(self.model):
+            return super().forward(input_ids, encoder_attention_mask, beam_idx, *past)
+
+
 # The graph traced where it differs from the reference's wrapper (same numbers, faster layout).
-TRACED_WRAPPERS = {VISION_ENCODER: VisionEncoderTracedExport}
+TRACED_WRAPPERS = {
+    VISION_ENCODER: VisionEncoderTracedExport,
+    ENCODER: EncoderTracedExport,
+    DECODER_INIT: DecoderInitTracedExport,
+    DECODER_WITH_PAST: DecoderWithPastTracedExport,
+}
 
 WRAPPERS = {
     VISION_ENCODER: VisionEncoderExport,
