@@ -57,11 +57,11 @@ def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
     implementation is the same arithmetic as matmul(q, kᵀ) in four dims, a transposed MatMul
     operand the runtimes fuse. Each config is set and restored on its own (the config setter
     would recurse into sub-configs), so the reference keeps its own implementation afterwards."""
-    configs = {
-        id(m.config): m.config
-        for m in model.modules()
-        if isinstance(getattr(m, "config", None), PretrainedConfig)
-    }
+    configs: dict[int, PretrainedConfig] = {}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if isinstance(config, PretrainedConfig):
+            configs[id(config)] = config
     saved = {key: config._attn_implementation_internal for key, config in configs.items()}
     for config in configs.values():
         config._attn_implementation_internal = "eager"
