@@ -55,7 +55,7 @@ class OnnxFromComponent:
 
     def __call__(self, path: Path) -> Path:
         component, settings = self.component, self.settings
-        wrapper = (component.traced_wrapper or component.wrapper)(self.model)
+        wrapper = component.wrapper(self.model)
         # The TorchScript exporter restores the wrapper's own training flag on every child after
         # export, so a wrapper left in train mode would flip the reference model to train mode.
         wrapper.eval()
@@ -81,7 +81,13 @@ class OnnxFromComponent:
         path.parent.mkdir(parents=True, exist_ok=True)
         log = io.StringIO()
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(log), _quiet_logger("torch.onnx"):
+            traced_under = component.traced_under or (lambda _model: contextlib.nullcontext())
+            with (
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(log),
+                _quiet_logger("torch.onnx"),
+                traced_under(self.model),
+            ):
                 warnings.simplefilter("ignore")  # exporter chatter; failures still raise
                 torch.onnx.export(wrapper, args, str(path), **kwargs)
         except Exception as exc:

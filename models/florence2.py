@@ -44,7 +44,7 @@ from trtdeploy.calibration.data import RawCalibrationData
 from trtdeploy.calibration.images import EVALUATION_IMAGES, load_images
 from trtdeploy.models import florence2_vocab
 from trtdeploy.models.florence2_graphs import (
-    TRACED_WRAPPERS,
+    TRACE_CONTEXTS,
     WRAPPERS,
     Shape,
     interfaces,
@@ -240,7 +240,7 @@ class Florence2Recipe(Recipe):
                 trace[name],
                 check[name],
                 ort_fusion=ORT_FUSIONS.get(name),
-                traced_wrapper=TRACED_WRAPPERS.get(name),
+                traced_under=TRACE_CONTEXTS.get(name),
             )
             for name in specs
         )

@@ -9,6 +9,7 @@ sizes to trace and check at), records held-out reference inputs and writes the r
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,9 +57,9 @@ class Component:
     ``wrapper`` builds the export module (keyword inputs named as in ``io``, outputs in the order
     of ``io.outputs``); ``random_inputs`` makes valid feeds at given dim sizes. The export traces
     at ``trace_sizes`` and is checked at ``check_sizes``, which must differ in every dynamic dim
-    so a dim the exporter silently fixed is caught. ``traced_wrapper``, when given, is what the
-    exporter traces instead: the same numbers in a layout the engines run faster; the reference
-    (and so every check of the graph) still runs ``wrapper``.
+    so a dim the exporter silently fixed is caught. ``traced_under``, when given, is a context the
+    exporter traces ``wrapper`` in: the same numbers in a layout the engines run faster; the
+    reference (and so every check of the graph) runs ``wrapper`` outside it.
     """
 
     name: str
@@ -71,7 +72,7 @@ class Component:
     # ONNX Runtime's transformer-optimizer model type ("bart", "swin") for an FP32 fast form of
     # this graph on that runtime (calibration/ort_forms.py); None: the graph itself serves.
     ort_fusion: str | None = None
-    traced_wrapper: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+    traced_under: Callable[[torch.nn.Module], contextlib.AbstractContextManager[None]] | None = None
 
     def __post_init__(self) -> None:
         for dim in self.io.input_dims:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,23 @@ TEST_CALIBRATION = CalibrationSettings(count=16, batch=8)
 # Random tiny CLIP has near-tied zero-shot logits, so INT8 flips argmaxes on calibration images;
 # this budget judges the graphs on the embeddings alone, leaving every layer in INT8.
 EMBEDDINGS_ONLY_INT8 = Budget({"*": Tolerance(cosine_min=0.99, atol=0.1, rtol=0.1, max_outside=0.05)})
+
+
+def tiny_clip_build_command(out: Path, *extra: str) -> list[str]:
+    """`trtdeploy build clip --preset tiny --out OUT --quiet`, to run in its own process."""
+    return [
+        sys.executable,
+        "-m",
+        "trtdeploy",
+        "build",
+        "clip",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def build_tiny(exported: ExportedModel, out: Path, **changes: object) -> BuildResult:

@@ -6,12 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import tiny_clip_build_command
 
 from trtdeploy.models.clip import preprocess_for
 from trtdeploy.runtime.bundle import MANIFEST, Bundle, Manifest
@@ -90,18 +90,7 @@ def test_killed_build_leaves_no_bundle(tmp_path: Path) -> None:
     leaves behind is refused by the loader."""
     out = tmp_path / "clip" / "fp32"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trtdeploy",
-            "build",
-            "clip",
-            "--preset",
-            "tiny",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
+        tiny_clip_build_command(out),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

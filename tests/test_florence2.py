@@ -111,7 +111,7 @@ def test_the_traced_channel_attention_is_the_native_arithmetic() -> None:
     import torch
     from transformers.models.florence2.modeling_florence2 import Florence2VisionChannelAttention
 
-    from trtdeploy.models.florence2_graphs import VisionEncoderExport, VisionEncoderTracedExport
+    from trtdeploy.models.florence2_graphs import TRACE_CONTEXTS, VisionEncoderExport
 
     model = RECIPE.load("tiny").model
     modules = [m for m in model.modules() if isinstance(m, Florence2VisionChannelAttention)]
@@ -119,7 +119,8 @@ def test_the_traced_channel_attention_is_the_native_arithmetic() -> None:
     pixels = torch.from_numpy(np.random.default_rng(3).normal(size=(2, 3, 64, 64)).astype(np.float32))
     with torch.inference_mode():
         native = VisionEncoderExport(model)(pixels)
-        traced = VisionEncoderTracedExport(model)(pixels)
+        with TRACE_CONTEXTS["vision_encoder"](model):
+            traced = VisionEncoderExport(model)(pixels)
         again = VisionEncoderExport(model)(pixels)
     torch.testing.assert_close(traced, native, rtol=1e-5, atol=1e-5)
     assert torch.equal(again, native), "the reference must run the native forward after a trace"
@@ -127,7 +128,7 @@ def test_the_traced_channel_attention_is_the_native_arithmetic() -> None:
 
 
 def test_every_traced_graph_computes_its_reference_wrappers_numbers() -> None:
-    """The traced wrappers (eager attention, channel attention in its own layout) against the
+    """The trace contexts (eager attention, channel attention in its own layout) against the
     wrappers the references come from, at the sizes the export checks, and the model left as it was."""
     import torch
     from transformers import PretrainedConfig
@@ -142,15 +143,16 @@ def test_every_traced_graph_computes_its_reference_wrappers_numbers() -> None:
         assert {c._attn_implementation for c in configs} == {"eager"}
     assert [c._attn_implementation for c in configs] == before
     rng = np.random.default_rng(5)
-    traced = [c for c in RECIPE.components(model) if c.traced_wrapper is not None]
+    traced = [c for c in RECIPE.components(model) if c.traced_under is not None]
     assert {c.name for c in traced} == {"vision_encoder", "encoder", "decoder_init", "decoder_with_past"}
     for component in traced:
-        assert component.traced_wrapper is not None
+        assert component.traced_under is not None
         feeds = component.random_inputs(component.check_sizes, rng)
         args = [torch.from_numpy(feeds[name]) for name in component.io.input_names]
         with torch.inference_mode():
             native = component.wrapper(model)(*args)
-            ours = component.traced_wrapper(model)(*args)
+            with component.traced_under(model):
+                ours = component.wrapper(model)(*args)
         natives = native if isinstance(native, tuple) else (native,)
         theirs = ours if isinstance(ours, tuple) else (ours,)
         assert len(natives) == len(theirs) == len(component.io.output_names), component.name

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import tiny_clip_build_command
 
 from trtdeploy.build import BuildResult
 from trtdeploy.cli import main
@@ -26,21 +27,12 @@ pytestmark = pytest.mark.integration
 
 def build(out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`trtdeploy build clip --preset tiny --out OUT` in its own process (so a failpoint may kill it)."""
-    command = [
-        sys.executable,
-        "-m",
-        "trtdeploy",
-        "build",
-        "clip",
-        "--preset",
-        "tiny",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+        tiny_clip_build_command(out, *extra),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
     )
 
 

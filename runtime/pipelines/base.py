@@ -9,6 +9,7 @@ run it on the engines under test, end to end.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +35,13 @@ class RunRequest:
     as_json: bool = False
 
 
-class HoldsEngines:
+class HoldsEngines(abc.ABC):
     """A pipeline's engines are released by close(), or on leaving ``with Pipeline.from_bundle(...)``
     (sessions and GPU buffers are not left to the garbage collector)."""
 
+    @abc.abstractmethod
     def held_engines(self) -> Iterable[Engine]:
-        raise NotImplementedError
+        """Every engine the pipeline opened."""
 
     def close(self) -> None:
         for engine in self.held_engines():

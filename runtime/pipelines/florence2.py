@@ -219,9 +219,7 @@ class Florence2Pipeline(HoldsEngines):
     def from_bundle(
         cls, bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None
     ) -> Florence2Pipeline:
-        layout = Florence2Layout.from_json(
-            bundle.manifest.pipeline_config
-        )  # equal to pipeline.json (load checks)
+        layout = Florence2Layout.from_json(bundle.manifest.pipeline_config)  # = pipeline.json (load checks)
         tokenizer = PromptTokenizer(bundle.asset("tokenizer"), layout)
         decoder = _answer_decoder({role: bundle.asset(role) for role in bundle.manifest.assets})
         return cls(open_engines(bundle, target, threads=threads), tokenizer, decoder, layout)
@@ -248,10 +246,10 @@ class Florence2Pipeline(HoldsEngines):
     ) -> list[Answer]:
         """Each image's answer to ``task`` (+ ``text`` for tasks that take one); ``generation``
         overrides the checkpoint's generation settings (num_beams=1, max_new_tokens=64, ...)."""
-        build_prompt(task, text)
-        self.checked_settings(generation)  # before the vision tower's seconds, not after
+        # The prompt and the settings are checked before the vision tower's seconds, not after.
+        prompt, settings = build_prompt(task, text), self.checked_settings(generation)
         features, sizes = self.image_features(images)
-        return self.answer_features(features, sizes, task, text, **generation)
+        return self._answers(features, sizes, task, prompt, settings)
 
     def checked_settings(self, generation: Mapping[str, Any]) -> GenerationSettings:
         """The generation settings for ``generation``, refused when the engines cannot hold them."""
@@ -277,8 +275,18 @@ class Florence2Pipeline(HoldsEngines):
         text: str | None = None,
         **generation: Any,
     ) -> list[Answer]:
-        prompt = build_prompt(task, text)
-        settings = self.checked_settings(generation)
+        return self._answers(
+            features, sizes, task, build_prompt(task, text), self.checked_settings(generation)
+        )
+
+    def _answers(
+        self,
+        features: np.ndarray,
+        sizes: Sequence[tuple[int, int]],
+        task: str,
+        prompt: str,
+        settings: GenerationSettings,
+    ) -> list[Answer]:
         tokens = self.generate_tokens(features, self.tokenizer([prompt] * len(features)), settings)
         texts = self.decoder.decode_batch([list(t) for t in tokens])
         return [
