@@ -23,6 +23,7 @@ from trtdeploy.calibration import shapes
 from trtdeploy.calibration.data import RawCalibrationData, batched
 from trtdeploy.calibration.images import EVALUATION_IMAGES, load_images
 from trtdeploy.calibration.prompts import EVALUATION_PROMPTS
+from trtdeploy.models.attention import eager_attention
 from trtdeploy.models.clip_vocab import MAX_LENGTH, write_clip_tokenizer_json
 from trtdeploy.models.recipe import Component, Feeds, LoadedModel, Preset, Recipe
 from trtdeploy.runtime.bundle_writer import BundleWriter
@@ -216,6 +217,7 @@ class ClipRecipe(Recipe):
                 lambda sizes, rng: random_pixels(sizes, rng, image_size),
                 trace_sizes={"batch": 2},
                 check_sizes={"batch": 3},
+                traced_under=eager_attention,  # models/attention.py: the references run the model's own
             ),
             Component(
                 "text",
@@ -224,6 +226,7 @@ class ClipRecipe(Recipe):
                 TextIds.of(config.text_config).random_tokens,
                 trace_sizes={"batch": 2, "sequence": 7},
                 check_sizes={"batch": 3, "sequence": 11},
+                traced_under=eager_attention,
             ),
         )
 

@@ -1,20 +1,25 @@
-"""CLIPSeg (transformers CLIPSegForImageSegmentation): three graphs, split where the model splits.
+"""CLIPSeg (transformers CLIPSegForImageSegmentation): four graphs, split where the model splits.
 
-    image_encoder  pixel_values (images, 3, S, S) -> activation_0..2 (images, T, W): the outputs of
-                   the encoder layers in extract_layers, what the decoder reads; + pooled_output
-                   (images, E), the projected image embedding
+    image_encoder  pixel_values (images, 3, S, S) -> activation_0..K-1 (images, T, W): the outputs
+                   of the encoder layers in extract_layers (any number of them), what the decoder
+                   reads; the tower stops at the deepest of them
+    image_tail     hidden_states (images, T, W), the deepest extracted layer's output -> pooled_output
+                   (images, E): the rest of the tower, post-layernorm and projection; a support
+                   image's conditional embedding (a visual prompt)
     text_encoder   input_ids, attention_mask (prompts, sequence) -> conditional_embeddings (prompts, E)
-    decoder        activation_0..2 (images, T, W), conditional_embeddings (prompts, E)
-                   -> logits (images, prompts, S, S): every image with every prompt
+    decoder        activation_0..K-1 (images, T, W), conditional_embeddings (prompts, E)
+                   -> logits (images, prompts, L, L): every image with every prompt
 
 One image is encoded once for any number of prompts, and fixed prompts are encoded once. The
 decoder takes images and prompts as two dims and pairs them inside the graph, so the runtime never
 copies an image's hidden states per prompt and verification runs images × prompts in one call.
 
-The visual-prompt path (a support image instead of text) needs no graph of its own: transformers
-computes its conditional embedding as get_image_features(support).pooler_output, which is exactly
-the image encoder's pooled_output (same tower, same position-embedding interpolation, same
-projection). The runtime encodes the support images in the same image_encoder call as the query.
+Only the work the answer needs: the decoder reads layers 3, 6 and 9 of rd64-refined's 12, so a
+query image runs 10 of them; the last two, the post-layernorm and the projection feed only the
+visual-prompt path (a support image instead of text), whose conditional embedding transformers
+computes as get_image_features(support).pooler_output: image_encoder then image_tail, the same
+tower, position-embedding interpolation and projection. The runtime encodes support images in the
+same image_encoder call as the query and runs image_tail on the supports alone.
 
 Presets: `clipseg-rd64-refined` is CIDAS/clipseg-rd64-refined's architecture, which the config
 class defaults do not give (the checkpoint has vision patch 16, the refined transposed-convolution
@@ -44,6 +49,7 @@ from trtdeploy.calibration import shapes
 from trtdeploy.calibration.data import RawCalibrationData, batched
 from trtdeploy.calibration.images import EVALUATION_IMAGES, load_images
 from trtdeploy.calibration.prompts import SEGMENTATION_PROMPTS
+from trtdeploy.models.attention import eager_attention
 from trtdeploy.models.clip import (
     LEGACY_TEXT_IDS,
     VOCAB_SIZE,
@@ -64,13 +70,16 @@ from trtdeploy.runtime.compare import Budget, Tolerance
 from trtdeploy.runtime.errors import ArtifactError
 from trtdeploy.runtime.masks import encode_mask
 from trtdeploy.runtime.pipelines.clipseg import (
-    ACTIVATIONS,
     CONDITIONAL_EMBEDDINGS,
     DECODER,
     DEFAULT_THRESHOLD,
     IMAGE_ENCODER,
+    IMAGE_TAIL,
     POOLED_OUTPUT,
+    TAIL_INPUT,
     TEXT_ENCODER,
+    activation_names,
+    deepest_activation,
 )
 from trtdeploy.runtime.preprocess import ImagePreprocess
 from trtdeploy.runtime.specs import DimRange, IOSpec, TensorSpec
@@ -115,14 +124,17 @@ def _tiny() -> CLIPSegConfig:
 
 
 def _extract_layers(model: torch.nn.Module) -> list[int]:
-    """The vision layers the decoder reads; the graphs' interface names exactly three of them."""
-    layers = [int(i) for i in model.config.extract_layers]  # type: ignore[union-attr]
-    if len(layers) != len(ACTIVATIONS):
-        raise ArtifactError(
-            f"this CLIPSeg recipe exports decoders that read {len(ACTIVATIONS)} vision layers (every released "
-            f"checkpoint does); the model's config has extract_layers={layers}."
-        )
-    return layers
+    """The vision layers the decoder reads, in the config's order (activation_k is layer k's output)."""
+    return [int(i) for i in model.config.extract_layers]  # type: ignore[union-attr]
+
+
+def logits_side(config: Any, size: int) -> int:
+    """The side of the decoder's logits for images of ``size``: the patch grid times what the
+    transposed convolution makes of one patch (two 4x-smaller strides in the refined head, so a
+    patch of 16 maps back to 16 pixels and one of 32 to 64)."""
+    patch = int(config.vision_config.patch_size)
+    scale = (patch // 4) ** 2 if config.use_complex_transposed_convolution else patch
+    return (size // patch) * scale
 
 
 @contextlib.contextmanager
@@ -142,12 +154,14 @@ def position_table_as_constant(embeddings: torch.nn.Module, table: torch.Tensor)
 
 
 class ImageEncoderExport(torch.nn.Module):
-    """Export wrapper for the `image_encoder` graph: pixel_values -> the extract_layers hidden states
-    (what the decoder reads) and the projected pooled output (a visual prompt's embedding).
+    """Export wrapper for the `image_encoder` graph: pixel_values -> the hidden states of the
+    extract_layers, what the decoder reads, and nothing after them.
 
-    Exists for export only. It asks the vision tower for the selected hidden states the way
-    CLIPSegForImageSegmentation.forward does (hidden_states[i + 1] is encoder layer i's output),
-    with the position table interpolated to the processor size once, up front.
+    Exists for export only. It runs the vision tower's own modules (patch and position embedding,
+    pre-layernorm, encoder layers) up to the deepest extracted layer: the layers after it, the
+    post-layernorm and the projection feed only a visual prompt's embedding (image_tail), so a
+    query image never pays for them. The position table is interpolated to the processor size once,
+    up front. Layer k's output is what CLIPSegForImageSegmentation reads as hidden_states[k + 1].
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -165,13 +179,37 @@ class ImageEncoderExport(torch.nn.Module):
         self.register_buffer("positions", table.detach().clone(), persistent=False)  # (1, T, W)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        embeddings = self.model.clip.vision_model.embeddings
-        with position_table_as_constant(embeddings, self.get_buffer("positions")):
-            out = self.model.clip.get_image_features(
-                pixel_values=pixel_values, output_hidden_states=[i + 1 for i in self.layers]
-            )
-        activations = [out.hidden_states[i + 1] for i in self.layers]  # each (I, T, W)
-        return (*activations, out.pooler_output)  # pooler_output: (I, E), projected
+        vision = self.model.clip.vision_model
+        with position_table_as_constant(vision.embeddings, self.get_buffer("positions")):
+            hidden = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
+        hidden = vision.pre_layrnorm(hidden)  # (I, T, W)
+        outputs: dict[int, torch.Tensor] = {}
+        for index, layer in enumerate(vision.encoder.layers[: max(self.layers) + 1]):
+            hidden = layer(hidden, None)
+            outputs[index] = hidden
+        return tuple(outputs[i] for i in self.layers)
+
+
+class ImageTailExport(torch.nn.Module):
+    """Export wrapper for the `image_tail` graph: the deepest extracted layer's hidden state -> the
+    projected pooled output, a support image's conditional embedding (what transformers computes
+    as get_image_features(conditional_pixel_values).pooler_output).
+
+    Exists for export only: the vision layers after the deepest extracted one, the post-layernorm
+    on the CLS token and the visual projection. A support image runs image_encoder, then this."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model: Any = model
+        self.first = max(_extract_layers(model)) + 1
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        vision = self.model.clip.vision_model
+        hidden = hidden_states  # (I, T, W)
+        for layer in vision.encoder.layers[self.first :]:
+            hidden = layer(hidden, None)
+        pooled = vision.post_layernorm(hidden[:, 0, :])  # (I, W)
+        return self.model.clip.visual_projection(pooled)  # (I, E)
 
 
 class TextEncoderExport(torch.nn.Module):
@@ -189,53 +227,57 @@ class TextEncoderExport(torch.nn.Module):
 
 
 class DecoderExport(torch.nn.Module):
-    """Export wrapper for the `decoder` graph: every image's hidden states with every prompt's
-    conditional embedding -> logits (images, prompts, S, S).
+    """Export wrapper for the `decoder` graph: every image's hidden states (one per extracted
+    layer, in extract_layers order) with every prompt's conditional embedding -> logits
+    (images, prompts, S, S).
 
     Exists for export only. It lays the pairs out image-major as one batch for CLIPSegDecoder, which
-    is what CLIPSegForImageSegmentation computes for an image repeated once per prompt.
+    is what CLIPSegForImageSegmentation computes for an image repeated once per prompt. Its inputs
+    are the activations then the conditional embeddings, as many activations as the config extracts.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model: Any = model
-        _extract_layers(model)  # its interface reads exactly three activations
 
-    def forward(
-        self,
-        activation_0: torch.Tensor,
-        activation_1: torch.Tensor,
-        activation_2: torch.Tensor,
-        conditional_embeddings: torch.Tensor,
-    ) -> torch.Tensor:
-        images, tokens, width = activation_0.shape  # (I, T, W)
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        *activations, conditional_embeddings = tensors
+        images, tokens, width = activations[0].shape  # (I, T, W)
         prompts = conditional_embeddings.shape[0]  # (P, E)
         pairs = [
             a[:, None].expand(images, prompts, tokens, width).reshape(images * prompts, tokens, width)
-            for a in (activation_0, activation_1, activation_2)
+            for a in activations
         ]
         conditional = conditional_embeddings[None].expand(images, prompts, -1).reshape(images * prompts, -1)
         logits = self.model.decoder(pairs, conditional).logits  # (I·P, S, S)
         return logits.reshape(images, prompts, *logits.shape[-2:])
 
 
-def interfaces(model: torch.nn.Module) -> tuple[IOSpec, IOSpec, IOSpec]:
-    """The image encoder's, text encoder's and decoder's interfaces; the image size is static (the
-    processor's), images, prompts and text length are dynamic."""
+def interfaces(model: torch.nn.Module) -> tuple[IOSpec, IOSpec, IOSpec, IOSpec]:
+    """The image encoder's, image tail's, text encoder's and decoder's interfaces; the image size
+    is static (the processor's), images, prompts and text length are dynamic."""
     config: Any = model.config
     size = preprocess_of(model).output_hw[0]
     tokens = (size // int(config.vision_config.patch_size)) ** 2 + 1  # patches + CLS
     width, embed = int(config.vision_config.hidden_size), int(config.projection_dim)
-    _extract_layers(model)
+    side = logits_side(config, size)
     # One query image per segment() call (plus any support images); up to 16 prompts per decoder
     # call keeps its largest activations (images x prompts x tokens x 2048 in rd64-refined) near
     # 0.5 GiB at the profile's maximum, which TensorRT allocates for.
     images = {"images": DimRange(1, 1, 8)}
-    activations = tuple(TensorSpec(n, "float32", ("images", tokens, width)) for n in ACTIVATIONS)
+    activations = tuple(
+        TensorSpec(n, "float32", ("images", tokens, width))
+        for n in activation_names(len(_extract_layers(model)))
+    )
     conditional = TensorSpec(CONDITIONAL_EMBEDDINGS, "float32", ("prompts", embed))
     image_io = IOSpec(
         inputs=(TensorSpec("pixel_values", "float32", ("images", 3, size, size)),),
-        outputs=(*activations, TensorSpec(POOLED_OUTPUT, "float32", ("images", embed))),
+        outputs=activations,
+        dims=images,
+    )
+    tail_io = IOSpec(
+        inputs=(TensorSpec(TAIL_INPUT, "float32", ("images", tokens, width)),),
+        outputs=(TensorSpec(POOLED_OUTPUT, "float32", ("images", embed)),),
         dims=images,
     )
     vocab = int(config.text_config.vocab_size)
@@ -252,19 +294,22 @@ def interfaces(model: torch.nn.Module) -> tuple[IOSpec, IOSpec, IOSpec]:
     )
     decoder_io = IOSpec(
         inputs=(*activations, conditional),
-        outputs=(TensorSpec("logits", "float32", ("images", "prompts", size, size)),),
+        outputs=(TensorSpec("logits", "float32", ("images", "prompts", side, side)),),
         dims={**images, "prompts": DimRange(1, 8, 16)},
         sample_dims=("images", "prompts"),  # each image × prompt pair is judged on its own
     )
-    return image_io, text_io, decoder_io
+    return image_io, tail_io, text_io, decoder_io
 
 
 def random_decoder_inputs(
-    sizes: Mapping[str, int], rng: np.random.Generator, tokens: int, width: int, embed: int
+    sizes: Mapping[str, int],
+    rng: np.random.Generator,
+    names: Sequence[str],
+    tokens: int,
+    width: int,
+    embed: int,
 ) -> Feeds:
-    feeds = {
-        name: rng.standard_normal((sizes["images"], tokens, width)).astype(np.float32) for name in ACTIVATIONS
-    }
+    feeds = {name: rng.standard_normal((sizes["images"], tokens, width)).astype(np.float32) for name in names}
     feeds[CONDITIONAL_EMBEDDINGS] = rng.standard_normal((sizes["prompts"], embed)).astype(np.float32)
     return feeds
 
@@ -305,22 +350,46 @@ class ClipSegRecipe(Recipe):
         return {"clipseg"}
 
     def components(self, model: torch.nn.Module) -> tuple[Component, ...]:
-        image_io, text_io, decoder_io = interfaces(model)
+        image_io, tail_io, text_io, decoder_io = interfaces(model)
         size = int(image_io.inputs[0].shape[-1])
         tokens, width = (int(d) for d in decoder_io.inputs[0].shape[1:])
         embed = int(decoder_io.inputs[-1].shape[-1])
+        names = image_io.output_names
 
         def pixels(sizes: Mapping[str, int], rng: np.random.Generator) -> Feeds:
             shape = (sizes["images"], 3, size, size)
             return {"pixel_values": rng.standard_normal(shape).astype(np.float32)}
 
+        def hidden_states(sizes: Mapping[str, int], rng: np.random.Generator) -> Feeds:
+            shape = (sizes["images"], tokens, width)
+            return {TAIL_INPUT: rng.standard_normal(shape).astype(np.float32)}
+
         def decoder_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> Feeds:
-            return random_decoder_inputs(sizes, rng, tokens, width, embed)
+            return random_decoder_inputs(sizes, rng, names, tokens, width, embed)
 
         # Trace and check sizes differ in every dim and are >= 2, so a dim the exporter fixed fails
-        # the export check (CLIPSeg's own forward pins the batch with len(input_ids)).
+        # the export check (CLIPSeg's own forward pins the batch with len(input_ids)). Attention is
+        # traced in transformers' eager form (models/attention.py); the references run the model's own.
+        trace, check = {"images": 2}, {"images": 3}
         return (
-            Component(IMAGE_ENCODER, image_io, ImageEncoderExport, pixels, {"images": 2}, {"images": 3}),
+            Component(
+                IMAGE_ENCODER,
+                image_io,
+                ImageEncoderExport,
+                pixels,
+                trace,
+                check,
+                traced_under=eager_attention,
+            ),
+            Component(
+                IMAGE_TAIL,
+                tail_io,
+                ImageTailExport,
+                hidden_states,
+                trace,
+                check,
+                traced_under=eager_attention,
+            ),
             Component(
                 TEXT_ENCODER,
                 text_io,
@@ -328,6 +397,7 @@ class ClipSegRecipe(Recipe):
                 random_prompt_tokens(TextIds.of(model.config.text_config)),  # type: ignore[union-attr]
                 trace_sizes={"prompts": 2, "sequence": 7},
                 check_sizes={"prompts": 3, "sequence": 11},
+                traced_under=eager_attention,
             ),
             Component(
                 DECODER,
@@ -336,6 +406,7 @@ class ClipSegRecipe(Recipe):
                 decoder_inputs,
                 trace_sizes={"images": 2, "prompts": 3},
                 check_sizes={"images": 3, "prompts": 2},
+                traced_under=eager_attention,
             ),
         )
 
@@ -380,15 +451,18 @@ class ClipSegRecipe(Recipe):
         batch: int,
     ) -> dict[str, tuple[Feeds, ...]]:
         """Images and prompts for the encoders; for the decoder, (image, prompt) pairs of the
-        hidden states and embeddings the PyTorch encoders produce on those same images and prompts."""
+        hidden states and embeddings the PyTorch encoders produce on those same images and prompts;
+        for the image tail, the deepest extracted layer's hidden states of those images."""
         pixels = preprocess_of(loaded.model)(list(raw.images))  # (N, 3, S, S)
         tokens = bundle_text_tokenizer(writer, assets)(list(raw.prompts))
         hidden = _torch_outputs(ImageEncoderExport(loaded.model), {"pixel_values": pixels}, batch)
         conditional = _torch_outputs(TextEncoderExport(loaded.model), tokens, batch)[0]  # (N, E)
+        deepest = hidden[deepest_activation(_extract_layers(loaded.model))]  # (N, T, W)
         return {
             IMAGE_ENCODER: batched({"pixel_values": pixels}, batch),
+            IMAGE_TAIL: batched({TAIL_INPUT: deepest}, batch),
             TEXT_ENCODER: batched(tokens, batch),
-            DECODER: decoder_pairs(hidden[:-1], conditional, batch),
+            DECODER: decoder_pairs(hidden, conditional, batch),
         }
 
     def budget(self, precision: str) -> Budget:
@@ -405,7 +479,8 @@ def decoder_pairs(
     out = []
     for k, start in enumerate(range(0, len(activations[0]), per_image)):
         rows = [(k * per_prompt + j) % len(conditional) for j in range(per_prompt)]
-        feeds = {name: a[start : start + per_image] for name, a in zip(ACTIVATIONS, activations, strict=True)}
+        names = activation_names(len(activations))
+        feeds = {name: a[start : start + per_image] for name, a in zip(names, activations, strict=True)}
         feeds[CONDITIONAL_EMBEDDINGS] = conditional[rows]  # (per_prompt, E)
         out.append(feeds)
     return tuple(out)

@@ -137,6 +137,8 @@ def _clipseg_rules(r: _Rules) -> None:
         top = layers if is_int(layers) else MAX_LAYERS
         if not all(is_int(i) and 0 <= i < top for i in extract):
             r.fail("extract_layers", extract, f"indices of vision layers, 0 to {top - 1}")
+        if len(set(extract)) != len(extract):  # each is one decoder input, named by its position
+            r.fail("extract_layers", extract, "distinct vision layer indices")
         # FiLM conditioning is applied at this decoder layer; past the last one the prompt is ignored.
         r.ints(["conditional_layer"], minimum=0, maximum=len(extract) - 1)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import PretrainedConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from trtdeploy.models.attention import eager_attention
 from trtdeploy.models.recipe import Feeds
 from trtdeploy.runtime.errors import ArtifactError
 from trtdeploy.runtime.pipelines.florence2 import (
@@ -45,31 +45,6 @@ class VisionEncoderExport(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values=pixel_values).pooler_output  # (I, N, D)
-
-
-@contextlib.contextmanager
-def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Every attention of ``model`` runs transformers' eager implementation for the duration.
-
-    The model's default (SDPA) is exported as its decomposition, which reshapes K to three dims
-    and transposes it there: a physical copy of K on every call, which for the cross-attention K
-    of decoder_with_past is 30% of a decoding step on ONNX Runtime's CPU provider. The eager
-    implementation is the same arithmetic as matmul(q, kᵀ) in four dims, a transposed MatMul
-    operand the runtimes fuse. Each config is set and restored on its own (the config setter
-    would recurse into sub-configs), so the reference keeps its own implementation afterwards."""
-    configs: dict[int, PretrainedConfig] = {}
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if isinstance(config, PretrainedConfig):
-            configs[id(config)] = config
-    saved = {key: config._attn_implementation_internal for key, config in configs.items()}
-    for config in configs.values():
-        config._attn_implementation_internal = "eager"
-    try:
-        yield
-    finally:
-        for key, config in configs.items():
-            config._attn_implementation_internal = saved[key]
 
 
 @contextlib.contextmanager
@@ -420,7 +395,7 @@ def random_inputs(shape: Shape, component: str) -> Any:
 @contextlib.contextmanager
 def _vision_trace(model: torch.nn.Module) -> Iterator[None]:
     """The vision tower's trace: eager window attention, channel attention in its own layout."""
-    with _channel_attention_rewritten(model), _eager_attention(model):
+    with _channel_attention_rewritten(model), eager_attention(model):
         yield
 
 
@@ -428,9 +403,9 @@ def _vision_trace(model: torch.nn.Module) -> Iterator[None]:
 # in a layout the engines run faster); the reference wrappers, and every check, run the model as is.
 TRACE_CONTEXTS: dict[str, Callable[[torch.nn.Module], contextlib.AbstractContextManager[None]]] = {
     VISION_ENCODER: _vision_trace,
-    ENCODER: _eager_attention,
-    DECODER_INIT: _eager_attention,
-    DECODER_WITH_PAST: _eager_attention,
+    ENCODER: eager_attention,
+    DECODER_INIT: eager_attention,
+    DECODER_WITH_PAST: eager_attention,
 }
 
 WRAPPERS = {

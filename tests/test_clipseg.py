@@ -33,16 +33,17 @@ from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.engine import Engine
 from trtdeploy.runtime.errors import ArtifactError, InputValidationError
 from trtdeploy.runtime.pipelines.clipseg import (
-    ACTIVATIONS,
     DECODER,
     ClipSegPipeline,
     PromptEmbeddings,
+    activation_names,
     sigmoid,
 )
 from trtdeploy.runtime.targets import open_engines
 from trtdeploy.runtime.verify import verify_bundle
 
 pytestmark = pytest.mark.integration
+ACTIVATIONS = activation_names(3)  # the tiny preset extracts three layers
 PROMPTS = ["a cat", "a photo of a rocket", "the sky"]
 
 
@@ -89,7 +90,7 @@ def test_split_equals_the_monolithic_forward(model: Any, tiny_clipseg: BuildResu
         text=PROMPTS, images=images, padding=True, return_tensors="pt"
     )  # pixel_values (2, 3, 352, 352); input_ids (3, S)
     with torch.inference_mode():
-        *activations, _ = ImageEncoderExport(model)(inputs["pixel_values"])
+        activations = ImageEncoderExport(model)(inputs["pixel_values"])
         conditional = TextEncoderExport(model)(inputs["input_ids"], inputs["attention_mask"])
         split = DecoderExport(model)(*activations, conditional).numpy()  # (2, 3, 352, 352)
     for i in range(len(images)):
@@ -245,7 +246,8 @@ def test_graphs_keep_images_prompts_and_length_dynamic(tiny_clipseg: BuildResult
 
     image = dims(tiny_clipseg.bundle / "image_encoder.onnx")
     assert image["pixel_values"] == ["images", 3, 352, 352]
-    assert image["activation_0"] == ["images", 485, 32] and image["pooled_output"] == ["images", 16]
+    assert image["activation_0"] == ["images", 485, 32] and set(image) == {"pixel_values", *ACTIVATIONS}
+    assert dims(tiny_clipseg.bundle / "image_tail.onnx")["pooled_output"] == ["images", 16]
     assert dims(tiny_clipseg.bundle / "text_encoder.onnx")["input_ids"] == ["prompts", "sequence"]
     decoder = dims(tiny_clipseg.bundle / "decoder.onnx")
     assert decoder["conditional_embeddings"] == ["prompts", 16]
@@ -416,6 +418,7 @@ def test_cli_bench_segments_with_each_prompt_count(
     # Component rows use the leading dim of each graph (images, prompts) as the batch.
     assert {(r["component"], r["batch"]) for r in record["rows"]} == {
         ("image_encoder", 1),
+        ("image_tail", 1),
         ("text_encoder", 1),
         ("decoder", 1),
     }

@@ -133,13 +133,13 @@ def test_every_traced_graph_computes_its_reference_wrappers_numbers() -> None:
     import torch
     from transformers import PretrainedConfig
 
-    from trtdeploy.models.florence2_graphs import _eager_attention
+    from trtdeploy.models.attention import eager_attention
 
     model = RECIPE.load("tiny").model
     configs = [m.config for m in model.modules() if isinstance(getattr(m, "config", None), PretrainedConfig)]
     before = [c._attn_implementation for c in configs]
     assert "eager" not in before  # else the trace would change nothing and this test prove nothing
-    with _eager_attention(model):
+    with eager_attention(model):
         assert {c._attn_implementation for c in configs} == {"eager"}
     assert [c._attn_implementation for c in configs] == before
     rng = np.random.default_rng(5)

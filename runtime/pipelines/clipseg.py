@@ -30,13 +30,26 @@ from trtdeploy.runtime.reports import Outputs, TaskResult
 from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
 from trtdeploy.runtime.tokenize import TextTokenizer, check_text, checked_text_config
 
-IMAGE_ENCODER, TEXT_ENCODER, DECODER = "image_encoder", "text_encoder", "decoder"
-# The decoder reads the outputs of the vision layers in the config's extract_layers, in that order.
-ACTIVATIONS = ("activation_0", "activation_1", "activation_2")
+IMAGE_ENCODER, IMAGE_TAIL = "image_encoder", "image_tail"
+TEXT_ENCODER, DECODER = "text_encoder", "decoder"
+TAIL_INPUT = "hidden_states"  # image_tail reads the deepest extracted layer's output
 POOLED_OUTPUT = "pooled_output"
 CONDITIONAL_EMBEDDINGS = "conditional_embeddings"
 LOGITS = "logits"
 DEFAULT_THRESHOLD = 0.5  # sigmoid(logits) > 0.5, i.e. logits > 0
+MAX_VISION_LAYERS = 1024  # far beyond any CLIP tower; a larger index in pipeline.json is corruption
+
+
+def activation_names(count: int) -> tuple[str, ...]:
+    """The image encoder's outputs and the decoder's inputs: activation_k is the output of vision
+    layer extract_layers[k], in the config's order."""
+    return tuple(f"activation_{k}" for k in range(count))
+
+
+def deepest_activation(extract_layers: Sequence[int]) -> int:
+    """Which activation is the deepest layer's: image_tail continues the tower from it."""
+    return max(range(len(extract_layers)), key=lambda k: extract_layers[k])
+
 
 Feeds = dict[str, np.ndarray]
 Prompt = str | Image.Image | np.ndarray  # a text, or a support image (a visual prompt)
@@ -95,7 +108,9 @@ MAX_PROMPTS_PER_CALL = 256
 
 
 class ClipSegPipeline(HoldsEngines):
-    """Text- and image-prompted segmentation with a CLIPSeg bundle's three engines."""
+    """Text- and image-prompted segmentation with a CLIPSeg bundle's four engines: the query image
+    runs the vision tower only up to the deepest layer the decoder reads; a support image also runs
+    image_tail, the rest of the tower, for its pooled embedding."""
 
     # The decoder is fed what the encoders produce: verification also runs it on the engines' own
     # encoder outputs (end to end), and the build records its reference inputs that way.
@@ -110,20 +125,24 @@ class ClipSegPipeline(HoldsEngines):
         preprocess: ImagePreprocess,
         threshold: float,
         model_key: str,
+        extract_layers: Sequence[int],
     ) -> None:
         self.image_encoder = engines[IMAGE_ENCODER]
+        self.image_tail = engines[IMAGE_TAIL]
         self.text_encoder = engines[TEXT_ENCODER]
         self.decoder = engines[DECODER]
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.threshold = _checked_threshold(threshold)
         self.model_key = model_key
+        self.activations = activation_names(len(extract_layers))
+        self._deepest = self.activations[deepest_activation(extract_layers)]
         self._max_images = self.image_encoder.io.dims["images"].max
         self._max_texts = self.text_encoder.io.dims["prompts"].max
         self._max_prompts = self.decoder.io.dims["prompts"].max  # per decoder call
 
     def held_engines(self) -> Iterable[Engine]:
-        return (self.image_encoder, self.text_encoder, self.decoder)
+        return (self.image_encoder, self.image_tail, self.text_encoder, self.decoder)
 
     @classmethod
     def from_bundle(
@@ -140,6 +159,7 @@ class ClipSegPipeline(HoldsEngines):
             ImagePreprocess.from_json(config["preprocess"]),
             float(config["threshold"]),
             bundle_model_key(bundle),
+            [int(i) for i in config["extract_layers"]],
         )
 
     def segment(
@@ -166,9 +186,12 @@ class ClipSegPipeline(HoldsEngines):
         else:
             labels, texts, supports = split_prompts(prompts)
             encoded = self._encode_images([query, *supports.values()])  # one call: query + supports
-            visual = dict(zip(supports, encoded[POOLED_OUTPUT][1:], strict=True))
+            pooled = self._pool(encoded[self._deepest][1:]) if supports else ()  # supports only
+            visual = dict(zip(supports, pooled, strict=True))
             conditional = self._conditional(len(labels), texts, visual)
-        logits = self._decode({name: encoded[name][:1] for name in ACTIVATIONS}, conditional)  # (P, S, S)
+        logits = self._decode(
+            {name: encoded[name][:1] for name in self.activations}, conditional
+        )  # (P, S, S)
         probabilities = resize_maps(sigmoid(logits), query.size)  # (P, H, W)
         return Segmentation(labels, probabilities, probabilities > cut, cut)
 
@@ -188,18 +211,30 @@ class ClipSegPipeline(HoldsEngines):
     def embed_prompts(self, prompts: Sequence[Prompt]) -> PromptEmbeddings:
         """Conditional embeddings of ``prompts`` to reuse over many images (save() keeps them)."""
         labels, texts, supports = split_prompts(prompts)
-        pooled = self._encode_images(list(supports.values()))[POOLED_OUTPUT] if supports else np.zeros((0, 0))
-        conditional = self._conditional(len(labels), texts, dict(zip(supports, pooled, strict=True)))
+        visual: dict[int, np.ndarray] = {}
+        if supports:
+            hidden = self._encode_images(list(supports.values()))[self._deepest]
+            visual = dict(zip(supports, self._pool(hidden), strict=True))
+        conditional = self._conditional(len(labels), texts, visual)
         return PromptEmbeddings(labels, conditional, self.model_key)
 
     def _encode_images(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
-        """Every image_encoder output for ``images``, run in chunks the engine's profile allows."""
+        """Every image_encoder output (the extracted layers' hidden states, each (N, T, W)) for
+        ``images``, run in chunks the engine's profile allows."""
         pixels = self.preprocess(images)  # (N, 3, S, S)
         chunks = [
             self.image_encoder.run({"pixel_values": pixels[i : i + self._max_images]})
             for i in range(0, len(pixels), self._max_images)
         ]
         return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+    def _pool(self, hidden: np.ndarray) -> np.ndarray:
+        """(N, E) support images' embeddings from their deepest extracted hidden states (N, T, W)."""
+        chunks = [
+            self.image_tail.run({TAIL_INPUT: hidden[i : i + self._max_images]})[POOLED_OUTPUT]
+            for i in range(0, len(hidden), self._max_images)
+        ]
+        return np.concatenate(chunks)
 
     def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(T, E) conditional embeddings of text prompts."""
@@ -236,7 +271,8 @@ class ClipSegPipeline(HoldsEngines):
 
     @staticmethod
     def check_config(config: Mapping[str, Any]) -> None:
-        """pipeline.json: preprocessing it can run, a text window and pad id, a threshold in (0, 1)."""
+        """pipeline.json: preprocessing it can run, a text window and pad id, a threshold in (0, 1),
+        and the extracted layers the decoder reads."""
         if not isinstance(config, Mapping) or "preprocess" not in config or "threshold" not in config:
             raise ArtifactError(
                 "pipeline.json lacks 'preprocess' or 'threshold'; the bundle is incomplete. Rebuild it."
@@ -248,6 +284,7 @@ class ClipSegPipeline(HoldsEngines):
             raise ArtifactError(
                 f"pipeline.json: threshold {threshold!r} must lie strictly between 0 and 1. Rebuild the bundle."
             )
+        checked_extract_layers(config)
 
     @staticmethod
     def flow(run: Executor, sources: Outputs, config: Mapping[str, Any]) -> ComponentRuns:
@@ -255,6 +292,10 @@ class ClipSegPipeline(HoldsEngines):
         runs = ComponentRuns({}, {})
         for name in (IMAGE_ENCODER, TEXT_ENCODER):
             runs.add(name, sources[name], run.run(name, sources[name]))
+        layers = checked_extract_layers(config)
+        deepest = activation_names(len(layers))[deepest_activation(layers)]
+        tail = {TAIL_INPUT: runs.outputs[IMAGE_ENCODER][deepest]}
+        runs.add(IMAGE_TAIL, tail, run.run(IMAGE_TAIL, tail))
         feeds = decoder_feeds(runs.outputs)
         runs.add(DECODER, feeds, run.run(DECODER, feeds))
         return runs
@@ -332,9 +373,29 @@ class ClipSegPipeline(HoldsEngines):
 
 
 def decoder_feeds(outputs: Mapping[str, Mapping[str, np.ndarray]]) -> Feeds:
-    """The decoder's feeds from the encoders' outputs: every image with every prompt."""
+    """The decoder's feeds from the encoders' outputs: every image with every prompt (the image
+    encoder's outputs are exactly the activations the decoder reads)."""
     image, text = outputs[IMAGE_ENCODER], outputs[TEXT_ENCODER]
-    return {**{n: image[n] for n in ACTIVATIONS}, CONDITIONAL_EMBEDDINGS: text[CONDITIONAL_EMBEDDINGS]}
+    return {**image, CONDITIONAL_EMBEDDINGS: text[CONDITIONAL_EMBEDDINGS]}
+
+
+def checked_extract_layers(config: Mapping[str, Any]) -> list[int]:
+    """pipeline.json's extract_layers: the vision layers the decoder reads, a non-empty list of
+    distinct layer indices."""
+    layers = config.get("extract_layers")
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < MAX_VISION_LAYERS for i in layers
+        )
+        or len(set(layers)) != len(layers)
+    ):
+        raise ArtifactError(
+            f"pipeline.json: extract_layers {layers!r} must be a non-empty list of distinct vision layer "
+            f"indices (0 to {MAX_VISION_LAYERS - 1}), as the model's config has them. Rebuild the bundle."
+        )
+    return layers
 
 
 def iou_against_truth(
