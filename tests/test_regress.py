@@ -5,13 +5,26 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from trtdeploy.bench import BenchRecord, BenchRow, BenchSettings, default_engine
+from trtdeploy.bench import BenchRecord, BenchRow, BenchSettings, EngineFactory, default_engine
 from trtdeploy.build import BuildResult
-from trtdeploy.regress import RegressionRun, compare_record, make_baseline
+from trtdeploy.cli import main
+from trtdeploy.regress import (
+    Check,
+    Machine,
+    NotChecked,
+    RegressionResult,
+    RegressionRun,
+    compare_record,
+    find_baselines,
+    make_baseline,
+    recorded_baselines,
+    summarize,
+)
 from trtdeploy.runtime.bench import LatencyStats
 from trtdeploy.runtime.bundle import Bundle
 from trtdeploy.runtime.engine import Engine
@@ -125,5 +138,245 @@ def test_missing_baseline_says_how_to_record_one(tiny_clip: BuildResult, tmp_pat
     run = RegressionRun(
         model="clip", precision="fp32", settings=QUICK, baselines=tmp_path, bundle=tiny_clip.bundle
     )
-    with pytest.raises(ArtifactError, match="make baseline MODEL=clip PRECISION=fp32"):
+    with pytest.raises(ArtifactError, match="make baseline MODEL=clip PRECISION=fp32 PRESET=tiny"):
         run.compare()
+
+
+class Perturbed(Engine):
+    """The same engine with one output multiplied by (1 + scale · N(0, 1)) per element, seeded."""
+
+    def __init__(self, inner: Engine, output: str, scale: float) -> None:
+        super().__init__(inner.component, inner.io)
+        self.inner, self.output, self.scale = inner, output, scale
+        self.rng = np.random.default_rng(0)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = dict(self.inner.run(feeds))
+        if self.output in out:
+            value = out[self.output]
+            noise = 1 + self.scale * self.rng.standard_normal(value.shape)
+            out[self.output] = (value * noise).astype(value.dtype)
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def perturbing(output: str, scale: float) -> EngineFactory:
+    def factory(bundle: Bundle, component: str, target: str, threads: int) -> Engine:
+        return Perturbed(default_engine(bundle, component, target, threads), output, scale)
+
+    return factory
+
+
+ELSEWHERE = Machine("x86_64-elsewhere-64c", "x86_64", "elsewhere")  # a class no baseline is filed under
+
+
+def filed_under(machine: str, data: dict[str, Any], root: Path) -> Path:
+    """``data`` written as ``machine``'s baseline of its configuration."""
+    path = root / machine / f"{data['model']}-{data['preset']}-{data['precision']}-{data['target']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_without_a_latency_baseline_accuracy_is_checked_and_latency_is_named_as_not_checked(  # type: ignore[no-untyped-def]
+    baseline, tiny_clip: BuildResult, tmp_path: Path
+) -> None:
+    _, data = baseline
+    reference = filed_under("x86_64-recorded-2c", data, tmp_path)
+    run = RegressionRun(
+        model="clip",
+        precision="fp32",
+        settings=QUICK,
+        baselines=tmp_path,
+        bundle=tiny_clip.bundle,
+        machine=ELSEWHERE,
+    )
+    result = run.compare()
+    assert result.passed, result.to_markdown()
+    assert [c.name for c in result.checks] == list(data["accuracy"]) and not result.ran("latency")
+    for check in result.checks:  # the same bundle on the same host: the recorded figures, to rounding
+        assert check.current == pytest.approx(data["accuracy"][check.name]["value"], abs=1e-9)
+    assert [n.name for n in result.not_checked] == list(data["latency"])
+    assert {n.reason for n in result.not_checked} == {
+        "no latency baseline for machine class x86_64-elsewhere-64c"
+    }
+    text = result.to_markdown()
+    assert f"accuracy reference: {reference}" in text
+    latency, accuracy = len(data["latency"]), len(data["accuracy"])
+    assert (
+        latency >= 3 and text.count("| not checked |") == latency and f"PASS ({latency} not checked)" in text
+    )
+    summary = summarize([result])
+    assert f"- accuracy: checked in 1 of 1 configurations, {accuracy} checks, 0 regressions" in summary
+    assert "- latency: checked in 0 of 1 configurations, 0 checks, 0 regressions" in summary
+    assert "make baseline MODEL=clip PRECISION=fp32 PRESET=tiny" in summary
+
+
+def test_rounding_noise_passes_and_a_real_accuracy_loss_fails_without_a_latency_baseline(  # type: ignore[no-untyped-def]
+    baseline, tiny_clip: BuildResult, tmp_path: Path
+) -> None:
+    """A few float32 ulps (what another SIMD level changes) pass the headroom rule; 1% noise does not."""
+    _, data = baseline
+    filed_under("x86_64-recorded-2c", data, tmp_path)
+    run = RegressionRun(
+        model="clip",
+        precision="fp32",
+        settings=QUICK,
+        baselines=tmp_path,
+        bundle=tiny_clip.bundle,
+        machine=ELSEWHERE,
+        engine_factory=perturbing("text_embeds", 1e-6),
+    )
+    assert run.compare().passed
+    run.engine_factory = perturbing("text_embeds", 0.01)
+    result = run.compare()
+    failed = {c.name for c in result.checks if not c.passed}
+    assert "text/text_embeds cosine" in failed and "vision/image_embeds cosine" not in failed
+    text = result.checks[[c.name for c in result.checks].index("text/text_embeds cosine")]
+    assert text.current < text.limit < text.baseline
+    assert (
+        not result.passed
+        and f"- accuracy: checked in 1 of 1 configurations, {len(data['accuracy'])} checks"
+        in summarize([result])
+    )
+
+
+def test_latency_is_compared_where_the_machine_class_has_a_baseline(  # type: ignore[no-untyped-def]
+    baseline, tiny_clip: BuildResult, tmp_path: Path
+) -> None:
+    _, data = baseline
+    own = filed_under("x86_64-here-2c", data, tmp_path)
+    worse = dict(data, accuracy={k: dict(v, value=2.0) for k, v in data["accuracy"].items()})
+    filed_under("a-first-in-name-order", worse, tmp_path)  # must not be the reference
+    run = RegressionRun(
+        model="clip",
+        precision="fp32",
+        settings=QUICK,
+        baselines=tmp_path,
+        bundle=tiny_clip.bundle,
+        machine=Machine("x86_64-here-2c", "x86_64", "elsewhere"),
+    )
+    result = run.compare()
+    assert [c.name for c in result.ran("latency")] == list(data["latency"]) and not result.not_checked
+    assert [c.name for c in result.ran("accuracy")] == list(data["accuracy"])
+    assert all(c.baseline == data["accuracy"][c.name]["value"] for c in result.ran("accuracy"))
+    assert f"latency baseline: {own}" in result.to_markdown()
+    assert f"- latency: checked in 1 of 1 configurations, {len(data['latency'])} checks" in summarize(
+        [result]
+    )
+
+
+def test_the_accuracy_reference_is_this_class_else_the_same_simd_level_else_name_order(
+    tmp_path: Path,
+) -> None:
+    def recorded(machine: str, simd: str) -> Path:
+        data = {
+            "model": "m",
+            "preset": "p",
+            "precision": "int8",
+            "target": "onnxruntime",
+            "settings": {},
+            "latency": {},
+            "accuracy": {"x": {"value": 1.0, "budget_minimum": 0.9, "allowed_drop": 0.01}},
+            "host": {"cpu": {"arch": "x86_64", "simd": simd}},
+        }
+        return filed_under(machine, data, tmp_path)
+
+    a, b, c = (
+        recorded("x86_64-amx_int8-8c", "amx_int8"),
+        recorded("x86_64-avx2-2c", "avx2"),
+        recorded("x86_64-avx2-4c", "avx2"),
+    )
+    name = a.name
+    own = find_baselines(tmp_path, name, Machine("x86_64-avx2-4c", "x86_64", "avx2"))
+    assert (own.accuracy, own.latency) == (c, c)
+    same_simd = find_baselines(tmp_path, name, Machine("x86_64-avx2-16c", "x86_64", "avx2"))
+    assert (same_simd.accuracy, same_simd.latency) == (b, None) and "recorded on x86_64 avx2" in same_simd.why
+    other = find_baselines(tmp_path, name, Machine("x86_64-avx512f-16c", "x86_64", "avx512f"))
+    assert (other.accuracy, other.latency) == (a, None) and "none has this host's x86_64 avx512f" in other.why
+    assert [
+        d["host"]["cpu"]["simd"] for d in recorded_baselines(tmp_path, Machine("z", "x86_64", "avx2"))
+    ] == ["avx2"]
+
+
+def test_every_configuration_of_every_class_is_planned_once(tmp_path: Path) -> None:
+    base = {
+        "preset": "p",
+        "target": "onnxruntime",
+        "settings": {},
+        "latency": {},
+        "accuracy": {"x": {"value": 1.0, "budget_minimum": 0.9, "allowed_drop": 0.01}},
+    }
+    filed_under("class-a", dict(base, model="m", precision="fp32", host={"cpu": {"simd": "a"}}), tmp_path)
+    filed_under("class-b", dict(base, model="m", precision="fp32", host={"cpu": {"simd": "b"}}), tmp_path)
+    filed_under("class-b", dict(base, model="m", precision="int8", host={"cpu": {"simd": "b"}}), tmp_path)
+    planned = recorded_baselines(tmp_path, Machine("class-b", "x86_64", "b"))
+    assert [(d["precision"], d["host"]["cpu"]["simd"]) for d in planned] == [("fp32", "b"), ("int8", "b")]
+
+
+def test_no_baselines_at_all_is_an_error_that_says_how_to_record_one(tmp_path: Path) -> None:
+    from trtdeploy.runtime.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="no baselines in .*make baseline MODEL=<model>"):
+        recorded_baselines(tmp_path, ELSEWHERE)
+
+
+def test_the_summary_counts_what_ran_and_names_what_did_not() -> None:
+    skipped = NotChecked(
+        "vision/b1", "latency", 0.5, "no latency baseline for machine class c", "record one with `x`"
+    )
+    ok = RegressionResult("a", (Check("cos", "accuracy", 1.0, 1.0, 0.99, True),), (skipped,))
+    bad = RegressionResult(
+        "b",
+        (
+            Check("cos", "accuracy", 1.0, 0.9, 0.99, False),
+            Check("vision/b1", "latency", 0.5, 0.6, 0.55, False),
+        ),
+    )
+    summary = summarize([ok, bad])
+    assert summary.startswith("### Regression summary · REGRESSION")
+    assert "- accuracy: checked in 2 of 2 configurations, 2 checks, 1 regressions" in summary
+    assert "- latency: checked in 1 of 2 configurations, 1 checks, 1 regressions" in summary
+    assert "  - not checked for a: no latency baseline for machine class c (record one with `x`)" in summary
+    assert "- regression in b" in summary and "regression in a" not in summary
+    assert summarize([ok]).startswith("### Regression summary · PASS")
+
+
+def test_cli_exits_0_on_a_class_without_latency_baselines_and_8_on_an_accuracy_regression(  # type: ignore[no-untyped-def]
+    baseline, tiny_clip: BuildResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """This host's class has no baseline under tmp_path: accuracy alone decides the exit code."""
+    _, data = baseline
+    argv = [
+        "regress",
+        "clip",
+        "--precision",
+        "fp32",
+        "--bundle",
+        str(tiny_clip.bundle),
+        "--target",
+        "onnxruntime",
+        "--threads",
+        "1",
+        "--baselines",
+        str(tmp_path),
+    ]
+    path = filed_under("no-such-machine-class", data, tmp_path)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "- latency: checked in 0 of 1 configurations, 0 checks, 0 regressions" in out
+    assert "no latency baseline for machine class" in out and out.count("| not checked |") == len(
+        data["latency"]
+    )
+    unreachable = dict(data, accuracy=dict(data["accuracy"]))
+    unreachable["accuracy"]["text/text_embeds cosine"] = {
+        "value": 2.0,
+        "budget_minimum": 1.0,
+        "allowed_drop": 0.1,
+    }
+    path.write_text(json.dumps(unreachable), encoding="utf-8")
+    assert main(argv) == 8
+    out = capsys.readouterr().out
+    assert "| accuracy | text/text_embeds cosine | 2 |" in out and "REGRESSION" in out
