@@ -176,7 +176,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the model's pipeline on images (CLIP: zero-shot classification; CLIPSeg: segmentation)",
     )
     p.add_argument("bundle", type=Path)
-    p.add_argument("--image", type=Path, action="append", required=True, help="an image file (repeatable)")
+    images = p.add_mutually_exclusive_group(required=True)
+    images.add_argument("--image", type=Path, action="append", help="an image file or folder (repeatable)")
+    images.add_argument("--images", dest="image", type=Path, nargs="+", help="image files, folders, 'globs'")
     p.add_argument("--labels", help="CLIP: comma-separated labels, e.g. 'a cat,a dog'")
     p.add_argument("--prompts", help="CLIPSeg: comma-separated prompts, e.g. 'a cat,the sky'")
     p.add_argument(
@@ -213,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_bench)
 
     p = sub.add_parser("regress", help="rebuild, benchmark and compare with the committed baseline")
-    p.add_argument("model", nargs="?", help="default: every baseline recorded for this machine class")
+    p.add_argument("model", nargs="?", help="default: every baselined configuration, any machine class")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     p.add_argument("--preset", help="architecture preset (default: the model's full-size one)")
     _add_bench_options(p)
@@ -534,7 +536,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _regress(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from trtdeploy.regress import RegressionRun, recorded_baselines
+    from trtdeploy.regress import RegressionRun, recorded_baselines, summarize
     from trtdeploy.runtime.errors import ArtifactError
 
     settings = _bench_settings(args)
@@ -568,9 +570,9 @@ def _regress(args: argparse.Namespace) -> int:
     if args.write_baseline:
         print(f"baseline written: {runs[0].write_baseline(runs=args.runs)}")
         return 0
-    passed = True
+    results = []
     for run in runs:
-        result = run.compare()
-        print(result.to_markdown())
-        passed = passed and result.passed
-    return 0 if passed else EXIT_REGRESSION
+        results.append(run.compare())
+        print(results[-1].to_markdown())
+    print(summarize(results))
+    return 0 if all(r.passed for r in results) else EXIT_REGRESSION

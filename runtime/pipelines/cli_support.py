@@ -1,8 +1,9 @@
 """What every pipeline's `trtdeploy run` shares: options checked against what the pipeline reads,
-comma-separated texts, and image files opened safely."""
+comma-separated texts, and image files (named, or found in folders and globs) opened safely."""
 
 from __future__ import annotations
 
+import glob
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence, Set
@@ -37,13 +38,74 @@ def text_list(value: Any, option: str, usage: str) -> list[str]:
     return texts
 
 
-def request_images(request: RunRequest) -> Iterator[tuple[Path, Image.Image]]:
-    """Each --image, opened and checked (a missing file, a folder, a FIFO, a text file or a
-    decompression bomb is refused with the reason before any engine runs)."""
+# What a folder given to --image/--images contributes: its files with these suffixes (any case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def request_image_paths(request: RunRequest) -> list[Path]:
+    """The image files a run names, in order and each once: a path that exists is a file or a
+    folder, whose image files (by IMAGE_SUFFIXES, hidden files aside, not recursive) are taken in
+    name order; a path that does not exist and holds * ? or [ is a glob, whose matches (in name
+    order; `**` reaches into subfolders) are taken like typed paths. A folder or glob that yields
+    no image is refused; any other path is left for open_image_file to judge."""
     if not request.images:
-        raise UsageError("give at least one --image FILE.")
-    opened = [(path, open_image_file(path)) for path in request.images]  # every file checked first
+        raise UsageError("give at least one --image FILE (or --images FILE|FOLDER|'GLOB' ...).")
+    found: list[Path] = []
+    for given in request.images:
+        if not given.exists() and GLOB_CHARACTERS & set(str(given)):
+            matches = sorted(glob.glob(str(given), recursive=True))
+            if not matches:
+                raise UsageError(
+                    f"--image {given} matches no file; check the pattern (quote it, as in --images 'photos/*.jpg', "
+                    "so the shell leaves it to trtdeploy)."
+                )
+            for match in map(Path, matches):
+                found += _folder_images(match) if match.is_dir() else [match]
+        elif given.is_dir():
+            found += _folder_images(given)
+        else:
+            found.append(given)
+    return list(dict.fromkeys(found))  # a file named twice is answered once
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    images = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and not p.is_dir()
+    )
+    if not images:
+        raise UsageError(
+            f"image {folder} is a folder with no image files in it (looked for {', '.join(IMAGE_SUFFIXES)}); "
+            "put images in it, or name image files."
+        )
+    return images
+
+
+def request_images(request: RunRequest) -> Iterator[tuple[Path, Image.Image]]:
+    """Each image the run names (see request_image_paths), opened and checked (a missing file, a
+    FIFO, a text file or a decompression bomb is refused with the reason before any engine runs)."""
+    opened = [
+        (path, open_image_file(path)) for path in request_image_paths(request)
+    ]  # every file checked first
     yield from opened
+
+
+def checked_image_paths(request: RunRequest) -> list[Path]:
+    """request_image_paths, each file opened and checked once, without keeping its pixels: a bad
+    file is refused before any engine runs, and a folder of thousands of photographs is not held
+    in memory at once (open_image_batches opens them again, a batch at a time)."""
+    paths = request_image_paths(request)
+    for path in paths:
+        open_image_file(path)
+    return paths
+
+
+def open_image_batches(paths: Sequence[Path], size: int) -> Iterator[list[tuple[Path, Image.Image]]]:
+    """The images of ``paths`` opened ``size`` at a time (the vision engine's largest batch)."""
+    for start in range(0, len(paths), size):
+        yield [(path, open_image_file(path)) for path in paths[start : start + size]]
 
 
 class OutputNames:

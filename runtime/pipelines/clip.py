@@ -2,6 +2,12 @@
 
 Needs only numpy, PIL, `tokenizers` and a backend. Embeddings are L2-normalised here (the graphs
 return the projected, unnormalised embeddings), logits are exp(logit_scale) · cosine.
+
+A classifier asks with the same labels image after image, so text embeddings are cached per loaded
+bundle (a bounded LRU; save_text_cache/load_text_cache keep it across processes): a warm zero_shot
+runs the vision engine only. A text longer than the text window is cut to it with a
+TextTruncatedWarning, or, with ``long_text="chunks"``, embedded whole as the normalised mean of
+overlapping windows.
 """
 
 from __future__ import annotations
@@ -9,23 +15,37 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from trtdeploy.runtime.bundle import Bundle, Manifest
+from trtdeploy.runtime.embedding_cache import EmbeddingCache, bundle_graph_key
 from trtdeploy.runtime.engine import Engine, check_finite_outputs
-from trtdeploy.runtime.errors import ArtifactError, InputValidationError
+from trtdeploy.runtime.errors import ArtifactError, InputValidationError, UsageError
 from trtdeploy.runtime.executor import ComponentRuns, Executor, ReferenceSet
 from trtdeploy.runtime.metrics import top1_accuracy
 from trtdeploy.runtime.pipelines.base import HoldsEngines, RunRequest
-from trtdeploy.runtime.pipelines.cli_support import check_options, request_images, text_list
+from trtdeploy.runtime.pipelines.cli_support import (
+    check_options,
+    checked_image_paths,
+    open_image_batches,
+    text_list,
+)
 from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess
 from trtdeploy.runtime.reports import Outputs, TaskResult
 from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
-from trtdeploy.runtime.tokenize import TextTokenizer, check_texts, checked_text_config
+from trtdeploy.runtime.tokenize import TextTokenizer, check_texts, checked_text_config, truncation_notices
 
 VISION, TEXT = "vision", "text"
+# How a text longer than the text window is embedded: "truncate" cuts it to the window (CLIP's
+# own behaviour) with a TextTruncatedWarning; "chunks" embeds overlapping windows of it, each
+# wrapped in start/end tokens, and returns the normalised mean of their unit embeddings.
+LONG_TEXT_MODES = ("truncate", "chunks")
+# Distinct texts whose embeddings a pipeline keeps by default: a few MiB at CLIP's 512 or 768 wide.
+TEXT_CACHE_SIZE = 4096
+TEXT_CACHE_KIND = "clip text embeddings"
 
 
 @dataclass(frozen=True)
@@ -40,7 +60,13 @@ MAX_LOGIT_SCALE = float(np.log(1000.0))
 
 
 class ClipPipeline(HoldsEngines):
-    """Zero-shot classification and retrieval with a CLIP bundle's ``vision`` and ``text`` engines."""
+    """Zero-shot classification and retrieval with a CLIP bundle's ``vision`` and ``text`` engines.
+
+    ``text_cache_size`` distinct texts keep their embeddings (least recently used out first; 0
+    turns the cache off); ``long_text`` ("truncate" or "chunks", see LONG_TEXT_MODES) is how every
+    text this pipeline embeds is treated when it outgrows the window. ``model_key`` names the
+    bundle graphs (from_bundle sets it); save_text_cache and load_text_cache need it.
+    """
 
     sources: ClassVar[tuple[str, ...]] = (VISION, TEXT)  # both graphs read recorded inputs
     task_names: ClassVar[frozenset[str]] = frozenset({"zero_shot_top1_agreement", "zero_shot_top1_drop"})
@@ -53,12 +79,28 @@ class ClipPipeline(HoldsEngines):
         tokenizer: TextTokenizer,
         preprocess: ImagePreprocess,
         logit_scale: float,
+        *,
+        text_cache_size: int = TEXT_CACHE_SIZE,
+        long_text: str = "truncate",
+        model_key: str | None = None,
     ) -> None:
+        if long_text not in LONG_TEXT_MODES:
+            raise InputValidationError(
+                f"long_text must be 'truncate' (cut a text to the {tokenizer.max_length}-token window, with a "
+                f"warning) or 'chunks' (embed overlapping windows of it and average them), got {long_text!r}."
+            )
+        if long_text == "chunks":
+            tokenizer.check_windows()  # a tokenizer that can't be cut into windows is refused now, not mid-call
         self.vision = vision
         self.text = text
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.scale = float(np.exp(logit_scale))
+        self.long_text = long_text
+        self.model_key = model_key
+        self.text_cache = EmbeddingCache(
+            text_cache_size, kind=TEXT_CACHE_KIND, fields=("long_text", "text"), width=_embed_width(text)
+        )
         self._max_images = vision.io.dims["batch"].max
         self._max_texts = text.io.dims["batch"].max
 
@@ -67,21 +109,36 @@ class ClipPipeline(HoldsEngines):
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, target: str = DEFAULT_TARGET, *, threads: int | None = None
+        cls,
+        bundle: Bundle,
+        target: str = DEFAULT_TARGET,
+        *,
+        threads: int | None = None,
+        text_cache_size: int = TEXT_CACHE_SIZE,
+        long_text: str = "truncate",
     ) -> ClipPipeline:
         config = bundle.manifest.pipeline_config  # equal to pipeline.json (Bundle.load checks)
         cls.check_config(config)
-        engines = open_engines(bundle, target, threads=threads)
         tokenizer = TextTokenizer(
             bundle.asset("tokenizer"), max_length=int(config["max_text_length"]), pad_id=int(config["pad_id"])
         )
-        return cls(
-            engines[VISION],
-            engines[TEXT],
-            tokenizer,
-            ImagePreprocess.from_json(config["preprocess"]),
-            float(config["logit_scale"]),
-        )
+        key = text_model_key(bundle)
+        engines = open_engines(bundle, target, threads=threads)
+        try:
+            return cls(
+                engines[VISION],
+                engines[TEXT],
+                tokenizer,
+                ImagePreprocess.from_json(config["preprocess"]),
+                float(config["logit_scale"]),
+                text_cache_size=text_cache_size,
+                long_text=long_text,
+                model_key=key,
+            )
+        except BaseException:  # a refused argument must not leave sessions open
+            for engine in engines.values():
+                engine.close()
+            raise
 
     @staticmethod
     def check_config(config: Mapping[str, Any]) -> None:
@@ -111,11 +168,54 @@ class ClipPipeline(HoldsEngines):
         return l2_normalize(np.concatenate(chunks))
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        """(M, D) unit-norm text embeddings."""
+        """(M, D) unit-norm text embeddings, each distinct text encoded once while the cache keeps it."""
         texts = check_texts(texts, "texts")
-        chunks = []
-        for i in range(0, len(texts), self._max_texts):
-            chunks.append(self.text.run(self.tokenizer(texts[i : i + self._max_texts]))["text_embeds"])
+        found = self.text_cache.get([(self.long_text, t) for t in texts])
+        missing = list(dict.fromkeys(t for t, row in zip(texts, found, strict=True) if row is None))
+        fresh: dict[str, np.ndarray] = {}
+        if missing:
+            computed = self._encode_texts(missing)  # (K, D)
+            self.text_cache.put([(self.long_text, t) for t in missing], computed)
+            fresh = dict(zip(missing, computed, strict=True))
+        return np.stack([fresh[t] if row is None else row for t, row in zip(texts, found, strict=True)])
+
+    def clear_text_cache(self) -> None:
+        """Forget every cached text embedding."""
+        self.text_cache.clear()
+
+    def save_text_cache(self, path: str | Path) -> int:
+        """Write the cached text embeddings to ``path`` (.npz) with this bundle's key; returns how many."""
+        return self.text_cache.save(path, self._checked_model_key())
+
+    def load_text_cache(self, path: str | Path) -> int:
+        """Add the embeddings save_text_cache wrote with this bundle; returns how many. A file from
+        another bundle, or not such a file, is refused (ArtifactError)."""
+        return self.text_cache.load(path, self._checked_model_key())
+
+    def _checked_model_key(self) -> str:
+        if self.model_key is None:
+            raise UsageError(
+                "this pipeline was made from engines, without a bundle key, so its text cache can't be "
+                "saved or loaded; make it with ClipPipeline.from_bundle(bundle)."
+            )
+        return self.model_key
+
+    def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(K, D) unit-norm embeddings of distinct texts, by the text engine, as long_text says."""
+        if self.long_text == "truncate":
+            return self._embed_token_rows(self.tokenizer.encode(texts))
+        windows = [self.tokenizer.windows(t) for t in texts]
+        embeds = self._embed_token_rows([w for text in windows for w in text])  # (all windows, D)
+        ends = np.cumsum([len(w) for w in windows])
+        means = [embeds[end - len(w) : end].mean(axis=0) for w, end in zip(windows, ends, strict=True)]
+        return l2_normalize(np.stack(means))
+
+    def _embed_token_rows(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """(R, D) unit-norm embeddings of token id rows, run in batches the engine's profile allows."""
+        chunks = [
+            self.text.run(self.tokenizer.pad(rows[i : i + self._max_texts]))["text_embeds"]
+            for i in range(0, len(rows), self._max_texts)
+        ]
         return l2_normalize(np.concatenate(chunks))
 
     def logits(self, images: Sequence[ImageLike], texts: Sequence[str]) -> np.ndarray:
@@ -126,10 +226,23 @@ class ClipPipeline(HoldsEngines):
 
     def zero_shot(self, image: ImageLike, labels: Sequence[str]) -> list[Ranked]:
         """The labels ranked by probability for one image (softmax over the labels)."""
+        return self.zero_shot_many([image], labels)[0]
+
+    def zero_shot_many(self, images: Sequence[ImageLike], labels: Sequence[str]) -> list[list[Ranked]]:
+        """For each image, the labels ranked by probability; the labels are encoded once (or come
+        from the cache) and the images run in batches the vision profile allows."""
         labels = check_texts(labels, "labels")
-        probs = softmax(self.logits([image], labels)[0])
-        order = np.argsort(-probs, kind="stable")
-        return [Ranked(labels[i], float(probs[i])) for i in order]
+        return self._rank(self.image_embeddings(images), self.text_embeddings(labels), labels)
+
+    def _rank(self, images: np.ndarray, texts: np.ndarray, labels: Sequence[str]) -> list[list[Ranked]]:
+        """Rankings from (N, D) image and (M, D) text unit embeddings of ``labels``."""
+        logits = self.scale * images @ texts.T  # (N, M)
+        check_finite_outputs("zero-shot", {"logits": logits}, {})
+        ranked = []
+        for row in logits:
+            probs = softmax(row)
+            ranked.append([Ranked(labels[i], float(probs[i])) for i in np.argsort(-probs, kind="stable")])
+        return ranked
 
     def retrieve(self, query: str, images: Sequence[ImageLike], top_k: int = 5) -> list[tuple[int, float]]:
         """Indices of the ``top_k`` images closest to a text query, with their cosine similarity."""
@@ -151,14 +264,22 @@ class ClipPipeline(HoldsEngines):
 
     @classmethod
     def run_cli(cls, bundle: Bundle, request: RunRequest) -> list[str]:
-        """Each image's labels ranked by probability."""
+        """Each image's labels ranked by probability, one block per image. The labels are encoded
+        once (a label cut to the text window is reported on stderr), the images run in batches of
+        the vision profile's largest batch; every image file is checked before any engine runs."""
         usage = "a CLIP bundle ranks labels: --labels 'a cat,a dog'"
         check_options(request, cls.run_options, usage, allow_out_dir=False)
         labels = text_list(request.options.get("--labels"), "--labels", usage)
-        pipeline = cls.from_bundle(bundle, request.target, threads=request.threads)
-        answers = {}
-        for path, image in request_images(request):
-            answers[str(path)] = pipeline.zero_shot(image, labels)
+        paths = checked_image_paths(request)
+        answers: dict[str, list[Ranked]] = {}
+        with cls.from_bundle(bundle, request.target, threads=request.threads) as pipeline:
+            with truncation_notices():
+                texts = pipeline.text_embeddings(labels)  # (M, D)
+            for batch in open_image_batches(paths, pipeline._max_images):
+                embeds = pipeline.image_embeddings([image for _, image in batch])  # (n, D)
+                answers.update(
+                    zip((str(p) for p, _ in batch), pipeline._rank(embeds, texts, labels), strict=True)
+                )
         if request.as_json:
             return [
                 json.dumps(
@@ -244,6 +365,20 @@ def zero_shot_agreement(
     agree = picked >= probs.max(axis=1) - TIE_PROBABILITY
     strict = np.argmax(ref, axis=1) == np.argmax(got, axis=1)
     return float(np.mean(agree)), float(np.mean(strict)), ref.shape[0], ref.shape[1]
+
+
+def text_model_key(bundle: Bundle) -> str:
+    """What a cached CLIP text embedding depends on: the weights, every form of the text graph,
+    and the tokenizer and pipeline.json (the text window and pad id)."""
+    return bundle_graph_key(bundle, (TEXT,), assets=("tokenizer", "pipeline"))
+
+
+def _embed_width(text: Engine) -> int | None:
+    """D of the text engine's (batch, D) text_embeds, where the spec fixes it."""
+    for spec in text.io.outputs:
+        if spec.name == "text_embeds" and isinstance(spec.shape[-1], int):
+            return spec.shape[-1]
+    return None
 
 
 def _field(config: Mapping[str, Any], name: str) -> Any:
