@@ -393,6 +393,37 @@ def test_cli_run_writes_masks_at_the_image_size(
     assert main(["run", str(tiny_clipseg.bundle), "--image", str(image)]) == 2
 
 
+def test_cli_run_says_once_when_a_prompt_is_cut_and_masks_equal_segment(
+    pipeline: ClipSegPipeline, tiny_clipseg: BuildResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Prompts are encoded once for every image; one cut at the text window is said once, on stderr,
+    and the areas printed are those of segment() with the same (cut) prompt."""
+    long_prompt = "a " + "very " * 100 + "long cat"
+    paths = [str(EVALUATION_IMAGES[k].path()) for k in (0, 1)]
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_clipseg.bundle),
+                "--images",
+                *paths,
+                "--prompts",
+                f"{long_prompt},the sky",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "77-token text window" in warnings[0], captured.err
+    answers = json.loads(captured.out)
+    with pytest.warns(UserWarning, match="text window"):
+        want = pipeline.segment(EVALUATION_IMAGES[1].load(), [long_prompt, "the sky"]).areas()
+    got = [entry["area"] for entry in answers[paths[1]]]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
 def test_cli_bench_segments_with_each_prompt_count(
     tiny_clipseg: BuildResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

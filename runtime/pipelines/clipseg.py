@@ -7,7 +7,6 @@ image as one batch; sigmoid, a resize back to the image's size and a threshold g
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from trtdeploy.runtime.bundle import Bundle, Manifest
+from trtdeploy.runtime.embedding_cache import bundle_graph_key
 from trtdeploy.runtime.engine import Engine
 from trtdeploy.runtime.errors import ArtifactError, InputValidationError, VerificationError
 from trtdeploy.runtime.executor import ComponentRuns, Executor, ReferenceSet
@@ -28,7 +28,7 @@ from trtdeploy.runtime.pipelines.cli_support import OutputNames, check_options, 
 from trtdeploy.runtime.preprocess import ImageLike, ImagePreprocess, to_rgb
 from trtdeploy.runtime.reports import Outputs, TaskResult
 from trtdeploy.runtime.targets import DEFAULT_TARGET, open_engines
-from trtdeploy.runtime.tokenize import TextTokenizer, check_text, checked_text_config
+from trtdeploy.runtime.tokenize import TextTokenizer, check_text, checked_text_config, truncation_notices
 
 IMAGE_ENCODER, IMAGE_TAIL = "image_encoder", "image_tail"
 TEXT_ENCODER, DECODER = "text_encoder", "decoder"
@@ -320,8 +320,10 @@ class ClipSegPipeline(HoldsEngines):
             request.out_dir.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
         answers: dict[str, list[dict[str, Any]]] = {}
+        with truncation_notices():  # a prompt cut to the text window is said once, on stderr
+            embedded = pipeline.embed_prompts(prompts)  # encoded once for every image
         for i, (path, image) in enumerate(images):
-            result = pipeline.segment(image, prompts, threshold=threshold)
+            result = pipeline.segment(image, embedded, threshold=threshold)
             lines.append(f"{path}: masks at probability > {result.threshold:g}")
             answers[str(path)] = []
             for k, (prompt, area) in enumerate(zip(result.prompts, result.areas(), strict=True)):
@@ -507,15 +509,6 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def bundle_model_key(bundle: Bundle) -> str:
-    """Identifies the weights and the encoder graphs (every form) that compute prompt embeddings."""
-    manifest = bundle.manifest
-    files = sorted(
-        rel
-        for name in (IMAGE_ENCODER, TEXT_ENCODER)
-        for rel in (manifest.component(name).onnx, *manifest.component(name).forms.values())
-    )
-    identity = {
-        "weights": manifest.weights.get("sha256"),
-        "graphs": {r: manifest.files[r]["sha256"] for r in files},
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    """Identifies the weights and the graphs (every form) that compute prompt embeddings: the text
+    encoder, and the image encoder and tail for visual prompts."""
+    return bundle_graph_key(bundle, (IMAGE_ENCODER, IMAGE_TAIL, TEXT_ENCODER))
