@@ -9,7 +9,7 @@
 #   make bench MODEL=clipseg [PROMPTS=1,3,8]              also: segment one image with P prompts vs eager
 #   make bench MODEL=florence2 [ITERATIONS=3 BLOCKS=2]    per graph, first token, decoder tokens/s, end to end vs generate()
 #   make regress [MODEL=clip PRECISION=fp32]              fresh build + bench vs baselines/ (exit 8 on regression)
-#   make baseline MODEL=clip PRECISION=fp32 [RUNS=3]      record a baseline for this machine class
+#   make baseline MODEL=clip PRECISION=fp32 [RUNS=3] [PROMPTS=1,3 ITERATIONS=6 BLOCKS=2]   record a baseline for this machine class
 #   make soak [SOAK_BUNDLE=dir] [SOAK_SECONDS=600] [SOAK_THREADS=8]
 #                  one bundle under concurrent load: results equal to a serial run, no errors,
 #                  bounded memory growth (exit 1 names the failing figure)
@@ -77,7 +77,8 @@ regress: $(STAMP)
 RUNS ?= 3
 baseline: $(STAMP)
 	$(BIN)/trtdeploy regress $(MODEL) --precision $(PRECISION) $(if $(PRESET),--preset $(PRESET)) \
-		--batch $(BATCH) --write-baseline --runs $(RUNS)
+		--batch $(BATCH) --write-baseline --runs $(RUNS) $(if $(PROMPTS),--prompts $(PROMPTS)) \
+		$(if $(ITERATIONS),--iterations $(ITERATIONS)) $(if $(BLOCKS),--blocks $(BLOCKS))
 
 # soak: one loaded bundle shared by SOAK_THREADS threads for SOAK_SECONDS, every answer checked
 # against a serial run, errors counted, resident memory growth from mid-run bounded.

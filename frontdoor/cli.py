@@ -223,6 +223,10 @@ def _parser() -> argparse.ArgumentParser:
         "--baselines", type=Path, default=Path("baselines"), help="baseline folder (default baselines)"
     )
     p.add_argument("--bundle", type=Path, help="use this bundle instead of rebuilding one")
+    p.add_argument(
+        "--prompts",
+        help="CLIPSeg, with --write-baseline: prompt counts of the segment rows (compare replays the baseline's)",
+    )
     p.add_argument("--runs", type=_count, default=3, help="with --write-baseline: benchmark runs (default 3)")
     p.add_argument("--write-baseline", action="store_true", help="record a new baseline instead of comparing")
     p.set_defaults(handler=_regress)

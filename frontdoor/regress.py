@@ -389,12 +389,14 @@ class RegressionRun:
             )
             checks = compare_accuracy(self._verify(bundle), baseline)
             return RegressionResult(title, tuple(checks), skipped, tuple(sources))
-        # Measure what the baseline measured.
+        # Measure what the baseline measured (CLIPSeg's pipeline rows: the same prompt counts).
+        recorded = baseline["settings"]
         self.settings = replace(
             self.settings,
-            batches=tuple(baseline["settings"]["batches"]),
-            iterations=baseline["settings"]["iterations"],
-            blocks=baseline["settings"]["blocks"],
+            batches=tuple(recorded["batches"]),
+            iterations=recorded["iterations"],
+            blocks=recorded["blocks"],
+            prompts=tuple(recorded.get("prompts", self.settings.prompts)),
         )
         sources.append(f"latency baseline: {files.latency}")
         checks = compare_record(self._bench(bundle), baseline)

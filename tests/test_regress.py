@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +381,20 @@ def test_cli_exits_0_on_a_class_without_latency_baselines_and_8_on_an_accuracy_r
     assert main(argv) == 8
     out = capsys.readouterr().out
     assert "| accuracy | text/text_embeds cosine | 2 |" in out and "REGRESSION" in out
+
+
+def test_a_clipseg_baseline_is_compared_at_the_prompt_counts_it_recorded(
+    tiny_clipseg: BuildResult, tmp_path: Path
+) -> None:
+    """A baseline recorded at P = 1 and 2 is replayed at P = 1 and 2, whatever prompts the comparing
+    run was given: every recorded row is checked, none is missing for want of a measurement."""
+    machine = Machine("x86_64-here-2c", "x86_64", "here")
+    common = {"model": "clipseg", "precision": "fp32", "baselines": tmp_path, "bundle": tiny_clipseg.bundle}
+    recorder = RegressionRun(settings=replace(QUICK, prompts=(1, 2)), machine=machine, **common)  # type: ignore[arg-type]
+    data = json.loads(recorder.write_baseline(runs=2).read_text())
+    assert {k for k in data["latency"] if k.startswith("pipeline/")} == {
+        "pipeline/segment: 1 image × 1 prompts",
+        "pipeline/segment: 1 image × 2 prompts",
+    }
+    result = RegressionRun(settings=replace(QUICK, prompts=(1, 3, 8)), machine=machine, **common).compare()  # type: ignore[arg-type]
+    assert [c.name for c in result.ran("latency")] == list(data["latency"])
