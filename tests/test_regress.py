@@ -61,7 +61,13 @@ def baseline(tiny_clip: BuildResult, tmp_path_factory: pytest.TempPathFactory) -
 
 def test_baseline_records_ratios_spreads_and_tolerances(baseline) -> None:  # type: ignore[no-untyped-def]
     _, data = baseline
-    assert set(data["latency"]) == {"vision/b1", "text/b1", "pipeline/zero-shot: 7 images × 10 labels"}
+    assert set(data["latency"]) == {
+        "vision/b1",
+        "text/b1",
+        "pipeline/zero-shot: 7 images × 10 labels",
+        "pipeline/zero-shot: 1 image × 10 labels, label embeddings cold",
+        "pipeline/zero-shot: 1 image × 10 labels, label embeddings warm",
+    }
     for entry in data["latency"].values():
         assert len(entry["runs"]) == 2 and entry["ratio"] > 0
         assert entry["tolerance"] == pytest.approx(
