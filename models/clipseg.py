@@ -406,7 +406,10 @@ class ClipSegRecipe(Recipe):
                 decoder_inputs,
                 trace_sizes={"images": 2, "prompts": 3},
                 check_sizes={"images": 3, "prompts": 2},
-                traced_under=eager_attention,
+                # Traced with the model's own (SDPA) attention: traced eager, the trained shapes
+                # model's FP16 decoder gave NaN logits on evaluation images (eager forms q·kᵀ before
+                # scaling it; SDPA's decomposition scales q and k first). The decoder is ~2% of a
+                # segment call, so the eager layout gains nothing worth that risk.
             ),
         )
 

@@ -204,14 +204,14 @@ def test_a_cache_from_another_bundle_or_no_cache_file_is_refused(
 def test_the_key_names_the_text_graphs_and_matches_clipseg(
     tiny_clip: BuildResult, tiny_clip_fp16: BuildResult, tiny_clipseg: BuildResult
 ) -> None:
-    from trtdeploy.runtime.pipelines.clipseg import IMAGE_ENCODER, TEXT_ENCODER, bundle_model_key
+    from trtdeploy.runtime.pipelines.clipseg import IMAGE_ENCODER, IMAGE_TAIL, TEXT_ENCODER, bundle_model_key
 
     fp32, fp16 = Bundle.load(tiny_clip.bundle), Bundle.load(tiny_clip_fp16.bundle)
     assert text_model_key(fp32) != text_model_key(fp16)  # the same weights, other graphs
     assert text_model_key(fp32) != bundle_graph_key(fp32, ("text",))  # the tokenizer and settings count
     assert bundle_graph_key(fp32, ("text",)) != bundle_graph_key(fp32, ("vision",))
     clipseg = Bundle.load(tiny_clipseg.bundle)
-    assert bundle_graph_key(clipseg, (IMAGE_ENCODER, TEXT_ENCODER)) == bundle_model_key(clipseg)
+    assert bundle_graph_key(clipseg, (IMAGE_ENCODER, IMAGE_TAIL, TEXT_ENCODER)) == bundle_model_key(clipseg)
 
 
 # -- long texts ---------------------------------------------------------------------------------------

@@ -74,5 +74,7 @@ def test_every_graph_is_traced_with_eager_attention_and_computes_its_reference(n
                 b, a, rtol=1e-5, atol=1e-5 * scale, msg=f"{name}/{component.name}/{out}"
             )
     traced_names = {c.name for c in recipe.components(model) if c.traced_under is not None}
-    attention_free = {"embed_tokens"}  # Florence-2's token embedding has no attention to trace
-    assert traced_names == {c.name for c in recipe.components(model)} - attention_free
+    # Florence-2's token embedding has no attention to trace; CLIPSeg's decoder keeps SDPA for FP16
+    # (models/clipseg.py says why).
+    untraced = {"embed_tokens", "decoder"} if name == "clipseg" else {"embed_tokens"}
+    assert traced_names == {c.name for c in recipe.components(model)} - untraced
