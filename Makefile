@@ -8,6 +8,7 @@
 #   make bench MODEL=clip [PRECISION=...] [BATCH=1,8]    JSON, Markdown, PNG in build/bench/
 #   make bench MODEL=clipseg [PROMPTS=1,3,8]              also: segment one image with P prompts vs eager
 #   make bench MODEL=florence2 [ITERATIONS=3 BLOCKS=2]    per graph, first token, decoder tokens/s, end to end vs generate()
+#   make peers [THREADS=1]   CLIP zero-shot beside Hugging Face Optimum's export (FP32, INT8), in .venv-peers
 #   make regress [MODEL=clip PRECISION=fp32]              fresh build + bench vs baselines/ (exit 8 on regression)
 #   make baseline MODEL=clip PRECISION=fp32 [RUNS=3] [PROMPTS=1,3 ITERATIONS=6 BLOCKS=2]   record a baseline for this machine class
 #   make soak [SOAK_BUNDLE=dir] [SOAK_SECONDS=600] [SOAK_THREADS=8]
@@ -43,7 +44,7 @@ TRT_STUBS_WHEEL   := tensorrt_stubs-$(TRT_STUBS_VERSION)-py3-none-any.whl
 TRT_STUBS_SHA256  := 749a36a1f825db0800a82d0dabbf7ef49f3a9edc1e794c9545fb94a551613fea
 TRT_STUBS_STAMP   := .typecheck/.tensorrt-stubs-$(TRT_STUBS_VERSION)
 
-.PHONY: setup engine test lint typecheck-tree typecheck-stubs bench regress baseline soak tiny-models clean distclean
+.PHONY: setup engine test lint typecheck-tree typecheck-stubs bench peers regress baseline soak tiny-models clean distclean
 
 setup: $(STAMP)
 
@@ -65,6 +66,30 @@ bench: $(STAMP)
 	@test -n "$(BENCH_BUNDLES)" || { echo "no bundle under build/$(MODEL)/; run: make engine MODEL=$(MODEL)"; exit 3; }
 	$(BIN)/trtdeploy bench $(BENCH_BUNDLES) --batch $(BATCH) --target $(TARGET) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 		$(if $(PROMPTS),--prompts $(PROMPTS)) $(if $(ITERATIONS),--iterations $(ITERATIONS)) $(if $(BLOCKS),--blocks $(BLOCKS))
+
+# peers: CLIP zero-shot of one photograph against 10 labels, five sides in alternating blocks of one
+# run, THREADS threads each: PyTorch eager, Optimum's ONNX export FP32 and ORTQuantizer INT8, the
+# FP32 and INT8 bundles. optimum-onnx 0.1.0 pins transformers < 4.58 while this project needs 5, so
+# it gets its own venv (the same CPU torch, and trtdeploy for its runtime); the reference weights
+# cross over as a save_pretrained folder that `peers save` checks against the bundle's hash.
+PEERS_VENV    := .venv-peers
+PEERS_BIN     := $(PEERS_VENV)/bin
+PEERS_STAMP   := $(PEERS_VENV)/.installed
+PEERS_WEIGHTS := build/peers/clip-weights
+THREADS       ?= 1
+
+$(PEERS_STAMP): pyproject.toml Makefile
+	@test -x $(PEERS_BIN)/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_BIN)/python -m pip install --quiet --upgrade pip
+	$(PEERS_BIN)/python -m pip install --quiet torch==2.13.0 'optimum-onnx[onnxruntime]==0.1.0' -e .
+	@touch $(PEERS_STAMP)
+
+peers: $(STAMP) $(PEERS_STAMP)
+	@for p in fp32 int8; do test -f build/clip/$$p/manifest.json || \
+		{ echo "no bundle at build/clip/$$p; run: make engine MODEL=clip PRECISION=$$p"; exit 3; }; done
+	$(BIN)/python -m trtdeploy.peers save build/clip/fp32 --out $(PEERS_WEIGHTS)
+	$(PEERS_BIN)/python -m trtdeploy.peers compare $(PEERS_WEIGHTS) build/clip/fp32 build/clip/int8 \
+		--threads $(THREADS)
 
 # regress: rebuild every configuration with a baseline in any machine class (or MODEL/PRECISION
 # named on the command line) and check its accuracy; benchmark and check latency only where this
@@ -133,7 +158,7 @@ tiny-models: $(STAMP)
 
 clean:
 	rm -rf build .typecheck .pytest_cache .mypy_cache .ruff_cache
-	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -not -path './$(PEERS_VENV)/*' -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) *.egg-info
