@@ -53,7 +53,7 @@ def small(width: int, layers: int, heads: int = 2) -> dict[str, int]:
 # Each differs from the presets (extract (0, 1, 2) / (3, 6, 9), FiLM at 0, refined head, patch 16 at
 # 352, 77-token text) in every field item by item; ids: what the case is about.
 CLIPSEG_CASES: dict[str, tuple[dict[str, Any], int]] = {
-    "one-layer-plain-head-224-text32": (
+    "last-layer-only-plain-head-patch32-224-text32": (
         {
             "text_config": {
                 **small(24, 2),
@@ -61,7 +61,7 @@ CLIPSEG_CASES: dict[str, tuple[dict[str, Any], int]] = {
                 "vocab_size": VOCAB_SIZE,
                 "max_position_embeddings": 32,
             },
-            "vision_config": {**small(24, 3), "image_size": 224, "patch_size": 16},
+            "vision_config": {**small(24, 2), "image_size": 64, "patch_size": 32},
             "projection_dim": 8,
             "extract_layers": [1],
             "conditional_layer": 0,
@@ -86,24 +86,10 @@ CLIPSEG_CASES: dict[str, tuple[dict[str, Any], int]] = {
         },
         96,
     ),
-    "last-layer-extracted-patch32-refined-128": (
-        {
-            "text_config": {**small(16, 2), **LEGACY_TEXT_IDS, "vocab_size": VOCAB_SIZE},
-            "vision_config": {**small(16, 3), "image_size": 64, "patch_size": 32},
-            "projection_dim": 16,
-            "extract_layers": [0, 2],
-            "conditional_layer": 1,
-            "reduce_dim": 4,
-            "decoder_num_attention_heads": 1,
-            "decoder_intermediate_size": 8,
-            "use_complex_transposed_convolution": True,
-        },
-        128,
-    ),
 }
 
 CLIP_CASES: dict[str, tuple[dict[str, Any], int | None]] = {
-    "patch16-at-96-text24": (
+    "patch14-at-112-text24": (
         {
             "text_config": {
                 **small(16, 2),
@@ -111,16 +97,8 @@ CLIP_CASES: dict[str, tuple[dict[str, Any], int | None]] = {
                 "vocab_size": VOCAB_SIZE,
                 "max_position_embeddings": 24,
             },
-            "vision_config": {**small(32, 2, 4), "image_size": 96, "patch_size": 16},
+            "vision_config": {**small(32, 2, 4), "image_size": 112, "patch_size": 14},
             "projection_dim": 8,
-        },
-        None,
-    ),
-    "patch14-at-112-text77": (
-        {
-            "text_config": {**small(32, 1, 4), "vocab_size": VOCAB_SIZE},
-            "vision_config": {**small(16, 3), "image_size": 112, "patch_size": 14},
-            "projection_dim": 24,
         },
         None,
     ),
