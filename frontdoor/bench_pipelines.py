@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from trtdeploy.calibration.images import EVALUATION_IMAGES, load_images
@@ -46,13 +47,27 @@ class PipelineBenchContext:
     def time(
         self, ours: Callable[[], object], eager: Callable[[], object]
     ) -> tuple[LatencyStats, LatencyStats]:
+        engine, reference, _ = self.timed(ours, eager)
+        return engine, reference
+
+    def timed(
+        self, ours: Callable[[], object], eager: Callable[[], object]
+    ) -> tuple[LatencyStats, LatencyStats, tuple[float, ...]]:
+        """Both sides' latency and the p50 ratio of each block pair (the run's own noise, which a
+        regression baseline's tolerance is made from)."""
         samples = time_blocks(
             {"engine": ours, "reference": eager},
             iterations=self.iterations,
             warmup=self.warmup,
             blocks=self.blocks,
         )
-        return LatencyStats.from_seconds(samples["engine"]), LatencyStats.from_seconds(samples["reference"])
+        engine, reference = samples["engine"], samples["reference"]
+        n = self.iterations
+        ratios = tuple(
+            float(np.median(engine[i : i + n]) / np.median(reference[i : i + n]))
+            for i in range(0, len(engine), n)
+        )
+        return LatencyStats.from_seconds(engine), LatencyStats.from_seconds(reference), ratios
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,7 @@ class PipelineRow:
     # CLIP zero-shot: "cold" (label embeddings computed in the timed call) or "warm" (cached
     # before it); "" where the row involves no label cache.
     label_cache: str = ""
+    block_ratios: tuple[float, ...] = ()  # p50 ratio of each engine/eager block pair
 
     @property
     def ratio(self) -> float:
@@ -76,6 +92,7 @@ class PipelineRow:
             "items": self.items,
             "unit": self.unit,
             "label_cache": self.label_cache,
+            "block_ratios": list(self.block_ratios),
             "engine": self.engine.to_json(),
             "pytorch_eager": self.reference.to_json(),
             "ratio_p50": self.ratio,
@@ -103,7 +120,7 @@ def clip_zero_shot(ctx: PipelineBenchContext) -> list[PipelineRow]:
                 inputs = processor(text=labels, images=batch, padding=True, return_tensors="pt")
                 return model(**inputs).logits_per_image.softmax(dim=-1)  # (images, labels)
 
-        engine, reference = ctx.time(batch_ours, lambda: eager(images))
+        engine, reference, blocks = ctx.timed(batch_ours, lambda: eager(images))
         rows = [
             PipelineRow(
                 f"zero-shot: {len(images)} images × {len(labels)} labels",
@@ -111,6 +128,7 @@ def clip_zero_shot(ctx: PipelineBenchContext) -> list[PipelineRow]:
                 "images",
                 engine,
                 reference,
+                block_ratios=blocks,
             )
         ]
         image = images[0]
@@ -124,9 +142,11 @@ def clip_zero_shot(ctx: PipelineBenchContext) -> list[PipelineRow]:
 
         for state, ours in (("cold", cold), ("warm", warm)):
             ours()  # warm: fills the cache even if a block has no warm-up call
-            engine, reference = ctx.time(ours, lambda: eager([image]))
+            engine, reference, blocks = ctx.timed(ours, lambda: eager([image]))
             name = f"zero-shot: 1 image × {len(labels)} labels, label embeddings {state}"
-            rows.append(PipelineRow(name, 1, "images", engine, reference, label_cache=state))
+            rows.append(
+                PipelineRow(name, 1, "images", engine, reference, label_cache=state, block_ratios=blocks)
+            )
     return rows
 
 
@@ -177,8 +197,9 @@ def clipseg_segment(ctx: PipelineBenchContext) -> list[PipelineRow]:
                 )
                 return torch.sigmoid(model(**inputs).logits)
 
-        engine, reference = ctx.time(ours, eager)
-        rows.append(PipelineRow(f"segment: 1 image × {count} prompts", count, "prompts", engine, reference))
+        engine, reference, blocks = ctx.timed(ours, eager)
+        name = f"segment: 1 image × {count} prompts"
+        rows.append(PipelineRow(name, count, "prompts", engine, reference, block_ratios=blocks))
     return rows
 
 

@@ -213,7 +213,11 @@ def _ratios(record: BenchRecord) -> dict[str, tuple[float, tuple[float, ...], st
         for r in record.rows
     }
     for p in record.pipeline:
-        out[f"pipeline/{p.name}"] = (p.ratio, (), f"{p.engine.p50:.1f} ms vs eager {p.reference.p50:.1f} ms")
+        out[f"pipeline/{p.name}"] = (
+            p.ratio,
+            p.block_ratios,
+            f"{p.engine.p50:.1f} ms vs eager {p.reference.p50:.1f} ms",
+        )
     return out
 
 

@@ -55,7 +55,9 @@ def baseline(tiny_clip: BuildResult, tmp_path_factory: pytest.TempPathFactory) -
     run = RegressionRun(
         model="clip", precision="fp32", settings=QUICK, baselines=root, bundle=tiny_clip.bundle
     )
-    path = run.write_baseline(runs=2)
+    # Three runs: the tiny model's millisecond pipeline rows (the warm zero-shot is 5 ms) need the
+    # spread of more than two runs for a tolerance a fresh run of the same bundle stays inside.
+    path = run.write_baseline(runs=3)
     return run, json.loads(path.read_text())
 
 
@@ -69,7 +71,7 @@ def test_baseline_records_ratios_spreads_and_tolerances(baseline) -> None:  # ty
         "pipeline/zero-shot: 1 image × 10 labels, label embeddings warm",
     }
     for entry in data["latency"].values():
-        assert len(entry["runs"]) == 2 and entry["ratio"] > 0
+        assert len(entry["runs"]) == 3 and entry["ratio"] > 0
         assert entry["tolerance"] == pytest.approx(
             3 * max(entry["spread_between_runs"], entry["spread_within_run"])
         )
