@@ -30,7 +30,7 @@ from trtdeploy.runtime.pipelines.clipseg import (
     TAIL_INPUT,
     TEXT_ENCODER,
     activation_names,
-    deepest_activation,
+    deepest_activation_name,
 )
 from trtdeploy.runtime.preprocess import ImagePreprocess
 from trtdeploy.runtime.targets import open_engines
@@ -153,15 +153,13 @@ def test_clipseg_config_builds_and_equals_its_model(case: str, tmp_path: Path) -
     try:
         activations = run[IMAGE_ENCODER].run({"pixel_values": pixels[:1]})
         assert list(activations) == list(activation_names(len(layers)))
-        deepest = activations[activation_names(len(layers))[deepest_activation(layers)]]
+        deepest = activations[deepest_activation_name(layers)]
         conditional = run[TEXT_ENCODER].run(tokens)[CONDITIONAL_EMBEDDINGS]
         logits = run[DECODER].run({**activations, CONDITIONAL_EMBEDDINGS: conditional})["logits"][
             0
         ]  # (P, L, L)
         support_hidden = run[IMAGE_ENCODER].run({"pixel_values": pixels[1:]})
-        pooled = run[IMAGE_TAIL].run(
-            {TAIL_INPUT: support_hidden[activation_names(len(layers))[deepest_activation(layers)]]}
-        )
+        pooled = run[IMAGE_TAIL].run({TAIL_INPUT: support_hidden[deepest_activation_name(layers)]})
         visual = run[DECODER].run({**activations, CONDITIONAL_EMBEDDINGS: pooled[POOLED_OUTPUT]})["logits"][
             0, 0
         ]

@@ -51,6 +51,11 @@ def deepest_activation(extract_layers: Sequence[int]) -> int:
     return max(range(len(extract_layers)), key=lambda k: extract_layers[k])
 
 
+def deepest_activation_name(extract_layers: Sequence[int]) -> str:
+    """The image encoder output image_tail reads."""
+    return activation_names(len(extract_layers))[deepest_activation(extract_layers)]
+
+
 Feeds = dict[str, np.ndarray]
 Prompt = str | Image.Image | np.ndarray  # a text, or a support image (a visual prompt)
 
@@ -136,7 +141,7 @@ class ClipSegPipeline(HoldsEngines):
         self.threshold = _checked_threshold(threshold)
         self.model_key = model_key
         self.activations = activation_names(len(extract_layers))
-        self._deepest = self.activations[deepest_activation(extract_layers)]
+        self._deepest = deepest_activation_name(extract_layers)
         self._max_images = self.image_encoder.io.dims["images"].max
         self._max_texts = self.text_encoder.io.dims["prompts"].max
         self._max_prompts = self.decoder.io.dims["prompts"].max  # per decoder call
@@ -230,11 +235,7 @@ class ClipSegPipeline(HoldsEngines):
 
     def _pool(self, hidden: np.ndarray) -> np.ndarray:
         """(N, E) support images' embeddings from their deepest extracted hidden states (N, T, W)."""
-        chunks = [
-            self.image_tail.run({TAIL_INPUT: hidden[i : i + self._max_images]})[POOLED_OUTPUT]
-            for i in range(0, len(hidden), self._max_images)
-        ]
-        return np.concatenate(chunks)
+        return self.image_tail.run_in_chunks({TAIL_INPUT: hidden})[POOLED_OUTPUT]
 
     def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(T, E) conditional embeddings of text prompts."""
@@ -292,8 +293,7 @@ class ClipSegPipeline(HoldsEngines):
         runs = ComponentRuns({}, {})
         for name in (IMAGE_ENCODER, TEXT_ENCODER):
             runs.add(name, sources[name], run.run(name, sources[name]))
-        layers = checked_extract_layers(config)
-        deepest = activation_names(len(layers))[deepest_activation(layers)]
+        deepest = deepest_activation_name(checked_extract_layers(config))
         tail = {TAIL_INPUT: runs.outputs[IMAGE_ENCODER][deepest]}
         runs.add(IMAGE_TAIL, tail, run.run(IMAGE_TAIL, tail))
         feeds = decoder_feeds(runs.outputs)
