@@ -24,6 +24,8 @@ class ActivationRecorder:
     """An ONNX Runtime session over a copy of the graph that also outputs the named tensors."""
 
     def __init__(self, onnx_path: Path, names: Sequence[str], threads: int | None = None) -> None:
+        if not names:  # ONNX Runtime reads an empty output list as "every output"
+            raise ValueError(f"no tensors of {onnx_path.name} to record")
         model = onnx.load(str(onnx_path), load_external_data=False)
         existing = {o.name for o in model.graph.output}
         for name in names:

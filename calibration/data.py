@@ -164,6 +164,7 @@ class CalibrationSet:
             "batch": self.settings.batch,
             "sha256": self.sha256(),
             "components": {k: self.sha256(k) for k in sorted(self.feeds)},
+            "batches": {k: len(self.feeds[k]) for k in sorted(self.feeds)},
         }
 
 

@@ -103,6 +103,8 @@ def calibrate(
 ) -> dict[str, float]:
     """Activation threshold per target input tensor, from the calibration batches."""
     names = sorted({t.activation for t in targets})
+    if not names:  # a graph with nothing to quantize (Florence-2's embedding lookup)
+        return {}
     recorder = ActivationRecorder(fp32_path, names)
     batches = list(batches)
     maxima = absmax(recorder, batches)

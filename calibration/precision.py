@@ -204,6 +204,8 @@ class GraphsForPrecision:
         assert self.calibration is not None
         scored = []
         for c, path in fp32.items():
+            if not targets[c]:
+                continue
             batch = next(self.calibration.batches(c))
             scored += [
                 (f"{c}/{t.node}", e) for t, e in rank_by_sensitivity(path, targets[c], thresholds[c], batch)

@@ -1,7 +1,7 @@
 """How the INT8 fallback judges a candidate: the bundle's own budget, on calibration data.
 
 The held-out evaluation set decides whether a build passes, so it must not also steer which
-layers stay in FP16; candidates are judged on the last calibration batch of every source component
+layers stay in FP16; candidates are judged on the last calibration batches of every source component
 against what the FP32 graphs make of it, run through the pipeline's flow (a chained component is
 fed what the FP32 graphs of the components before it give), exactly as verification judges a
 bundle against the PyTorch reference.
@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
+
+import numpy as np
 
 from trtdeploy.calibration.data import CalibrationSet
 from trtdeploy.runtime.bundle import Manifest
@@ -31,21 +33,32 @@ class TuningEvaluator:
         calibration: CalibrationSet,
         target: str,
         threads: int | None = None,
+        batches: int = 1,
     ) -> None:
+        """``batches``: how many of the last calibration batches the candidates are judged on."""
         # The ground truth labels the bundle's reference images, not this calibration batch.
         config = {k: v for k, v in manifest.pipeline_config.items() if k != "ground_truth"}
         self.manifest = dataclasses.replace(manifest, pipeline_config=config)
         self.settings = OrtSettings(target=target, threads=threads)
         self.interfaces = {e.name: e.io for e in manifest.components}
         pipeline = pipeline_class(manifest.pipeline)
-        sources = {c: list(calibration.batches(c))[-1] for c in pipeline.sources}
+        sources = {c: _joined(list(calibration.batches(c))[-batches:]) for c in pipeline.sources}
         with Executor.for_graphs(self.interfaces, fp32_graphs, self.settings) as fp32:
             runs = pipeline.flow(fp32, sources, config)
-        self.reference = ReferenceSet(runs.inputs, runs.outputs)
+            tasks = pipeline.tuning_tasks(fp32, runs, config)
+        self.reference = ReferenceSet(runs.inputs, runs.outputs, tasks)
 
     def __call__(self, graphs: Mapping[str, Path]) -> tuple[bool, str]:
         with Executor.for_graphs(self.interfaces, graphs, self.settings) as candidate:
             report = verify(self.manifest, candidate, self.reference, self.settings.target, form="tuning")
-        parts = [f"{c.component}/{c.output} cos {c.cosine:.5f}" for c in report.comparisons]
+        parts = []
+        if report.comparisons:
+            worst = min(report.comparisons, key=lambda c: c.cosine)
+            parts.append(f"worst cos {worst.cosine:.5f} ({worst.component}/{worst.output})")
         parts += [f"{t.name} {t.value:.3f}" for t in report.tasks]
         return report.passed, ", ".join(parts)
+
+
+def _joined(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Calibration batches as one (the recipe pads them alike: same names and trailing dims)."""
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}

@@ -249,7 +249,12 @@ class BundleFromRecipe:
                 f"calibration set {calibration.sha256()[:16]}…: {s.calibration.count} samples ({raw.source})"
             )
             evaluator = TuningEvaluator(
-                manifest, exported.fp32, calibration, self._verify_target(), s.threads
+                manifest,
+                exported.fp32,
+                calibration,
+                self._verify_target(),
+                s.threads,
+                batches=self.recipe.tuning_batches,
             )
         stage = GraphsForPrecision(
             PrecisionSettings(s.precision, s.fp16, s.int8),
@@ -260,7 +265,14 @@ class BundleFromRecipe:
             fusions={c.name: c.ort_fusion for c in exported.components if c.ort_fusion},
         )
         outcome = stage(exported.fp32, Path(exported.scratch.name))
-        kept = outcome.method.get("fallback", {}).get("kept_in_fp16")
+        fallback = outcome.method.get("fallback", {})
+        for evaluation in fallback.get("evaluations", []):
+            verdict = "meets" if evaluation["passed"] else "misses"
+            progress.note(
+                f"INT8 with {evaluation['kept_out_of_int8']} layers in FP16 {verdict} the budget on the "
+                f"calibration tuning batches: {evaluation['summary']}"
+            )
+        kept = fallback.get("kept_in_fp16")
         if kept:
             progress.note(
                 f"INT8 fallback: kept {len(kept)} layers in FP16 to meet the budget: {', '.join(kept)}"

@@ -21,6 +21,8 @@ from trtdeploy.runtime.reports import TaskResult
 
 # Small calibration sets keep the suite fast; the method is the same as for full-size builds.
 TEST_CALIBRATION = CalibrationSettings(count=16, batch=8)
+# The trained tiny Florence-2: 64 shapes images, of which the INT8 fallback judges on the last 32.
+SHAPES_FLORENCE2_CALIBRATION = CalibrationSettings(count=64, batch=8)
 
 
 # Random tiny CLIP has near-tied zero-shot logits, so INT8 flips argmaxes on calibration images;

@@ -8,7 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from builders import EMBEDDINGS_ONLY_INT8, build_tiny, clipseg_tiny_int8_budget
+from builders import (
+    EMBEDDINGS_ONLY_INT8,
+    SHAPES_FLORENCE2_CALIBRATION,
+    build_tiny,
+    clipseg_tiny_int8_budget,
+)
 
 from trtdeploy.build import BuildResult, BuildSettings, ExportedModel, export_model
 from trtdeploy.models.registry import get_recipe
@@ -101,11 +106,43 @@ def tiny_florence2(bundles_dir: Path) -> BuildResult:
     return BundleFromRecipe(settings)()
 
 
+def _shapes_florence2_settings(bundles_dir: Path, precision: str) -> BuildSettings:
+    out = bundles_dir / "florence2-shapes" / precision
+    return BuildSettings(
+        model="florence2",
+        preset="florence2-shapes-tiny",
+        precision=precision,
+        out=out,
+        quiet=True,
+        calibration=SHAPES_FLORENCE2_CALIBRATION,
+    )
+
+
 @pytest.fixture(scope="session")
-def shapes_florence2(bundles_dir: Path) -> BuildResult:
+def shapes_florence2_export(bundles_dir: Path) -> Iterator[ExportedModel]:
+    settings = _shapes_florence2_settings(bundles_dir, "fp32")
+    exported = export_model(settings, get_recipe("florence2"), Progress(total=2, quiet=True))
+    yield exported
+    exported.close()
+
+
+@pytest.fixture(scope="session")
+def shapes_florence2(shapes_florence2_export: ExportedModel, bundles_dir: Path) -> BuildResult:
     """The committed trained tiny Florence-2, FP32: gated on tokens and on the ground truth."""
     from trtdeploy.build import BundleFromRecipe
 
-    out = bundles_dir / "florence2-shapes" / "fp32"
-    settings = BuildSettings(model="florence2", preset="florence2-shapes-tiny", out=out, quiet=True)
-    return BundleFromRecipe(settings)()
+    return BundleFromRecipe(_shapes_florence2_settings(bundles_dir, "fp32"), shapes_florence2_export)()
+
+
+@pytest.fixture(scope="session")
+def shapes_florence2_fp16(shapes_florence2_export: ExportedModel, bundles_dir: Path) -> BuildResult:
+    from trtdeploy.build import BundleFromRecipe
+
+    return BundleFromRecipe(_shapes_florence2_settings(bundles_dir, "fp16"), shapes_florence2_export)()
+
+
+@pytest.fixture(scope="session")
+def shapes_florence2_int8(shapes_florence2_export: ExportedModel, bundles_dir: Path) -> BuildResult:
+    from trtdeploy.build import BundleFromRecipe
+
+    return BundleFromRecipe(_shapes_florence2_settings(bundles_dir, "int8"), shapes_florence2_export)()

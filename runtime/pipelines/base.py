@@ -83,6 +83,13 @@ class Pipeline(Protocol):
         ...
 
     @staticmethod
+    def tuning_tasks(run: Executor, runs: ComponentRuns, config: Mapping[str, Any]) -> Outputs:
+        """Task references for judging precision candidates on a calibration batch (``runs``: the
+        flow on ``run``, the FP32 graphs), where the task metrics compare whole answers rather than
+        the components' outputs: what ``run`` answers, in the form the bundle's task reference has."""
+        ...
+
+    @staticmethod
     def check_config(config: Mapping[str, Any]) -> None:
         """Refuse (ArtifactError) pipeline settings outside the ranges the pipeline can honour."""
         ...

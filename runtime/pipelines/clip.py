@@ -141,6 +141,11 @@ class ClipPipeline(HoldsEngines):
             raise
 
     @staticmethod
+    def tuning_tasks(run: Executor, runs: ComponentRuns, config: Mapping[str, Any]) -> Outputs:
+        """None: the task metrics read the components' outputs."""
+        return {}
+
+    @staticmethod
     def check_config(config: Mapping[str, Any]) -> None:
         """pipeline.json: preprocessing it can run, a text window and pad id the tokenizer can use,
         and a logit scale in CLIP's range."""

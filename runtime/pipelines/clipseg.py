@@ -271,6 +271,11 @@ class ClipSegPipeline(HoldsEngines):
             )
 
     @staticmethod
+    def tuning_tasks(run: Executor, runs: ComponentRuns, config: Mapping[str, Any]) -> Outputs:
+        """None: the task metrics read the components' outputs."""
+        return {}
+
+    @staticmethod
     def check_config(config: Mapping[str, Any]) -> None:
         """pipeline.json: preprocessing it can run, a text window and pad id, a threshold in (0, 1),
         and the extracted layers the decoder reads."""

@@ -44,6 +44,14 @@ from trtdeploy.runtime.tokenize import check_text
 VISION_ENCODER, EMBED_TOKENS, ENCODER = "vision_encoder", "embed_tokens", "encoder"
 DECODER_INIT, DECODER_WITH_PAST = "decoder_init", "decoder_with_past"
 GENERATION = "generation"  # the task reference: cases and the tokens generate() made for them
+# What a precision candidate's generations are judged by on a calibration batch (the FP32 graphs'
+# own answers to each image's recorded prompt): greedy and Florence-2's 3-beam search, to the
+# checkpoint's own lengths (a long <OD> answer has more places to diverge than a capped one), and
+# at least a few tokens (a random-weight preset stops at once).
+TUNING_SETTINGS: tuple[Mapping[str, Any], ...] = (
+    {"num_beams": 1, "min_new_tokens": 4},
+    {"num_beams": 3, "no_repeat_ngram_size": 3, "min_new_tokens": 4},
+)
 TOKENIZER_ASSETS = ("tokenizer", "tokenizer_config")
 
 
@@ -349,6 +357,37 @@ class Florence2Pipeline(HoldsEngines):
         return runs
 
     @staticmethod
+    def tuning_tasks(run: Executor, runs: ComponentRuns, config: Mapping[str, Any]) -> Outputs:
+        """``run``'s generations on the batch's images and prompts, in every TUNING_SETTINGS: a
+        candidate is held to the same generation budget against these as the bundle is against
+        generate()'s (the batch has no ground truth; its task metrics are not asked)."""
+        layout = Florence2Layout.from_json(config)
+        prompt_ids, prompt_mask = (
+            runs.inputs[EMBED_TOKENS]["input_ids"],
+            runs.inputs[ENCODER]["attention_mask"],
+        )
+        images = len(prompt_ids)
+        settings = [json.dumps(dict(s), sort_keys=True) for s in TUNING_SETTINGS for _ in range(images)]
+        cases = {
+            "image": np.tile(np.arange(images, dtype=np.int64), len(TUNING_SETTINGS)),
+            "settings": np.array(settings, dtype=str),
+            "prompt_ids": np.tile(prompt_ids, (len(TUNING_SETTINGS), 1)),
+            "prompt_mask": np.tile(prompt_mask, (len(TUNING_SETTINGS), 1)),
+        }
+        features = runs.outputs[VISION_ENCODER]["image_features"]
+        max_rows = run[DECODER_WITH_PAST].io.dims["rows"].max
+        tokens = replay_generation_cases(run, layout, features, cases, max_rows)
+        tasks = np.array([""] * len(settings), dtype=str)
+        return {
+            GENERATION: {
+                **cases,
+                "task": tasks,
+                "scored": np.zeros(len(settings), bool),
+                "tokens": padded_rows(tokens),
+            }
+        }
+
+    @staticmethod
     def task_metrics(
         manifest: Manifest, run: Executor, reference: ReferenceSet, actual: Outputs
     ) -> list[TaskResult]:
@@ -555,6 +594,15 @@ def _past_from_presents(outputs: Feeds, layers: int) -> Feeds:
         for attention in ("decoder", "encoder")
         for kind in ("key", "value")
     }
+
+
+def padded_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Token rows of different lengths as one int64 array, padded with -1 (never a token id)."""
+    longest = max((len(r) for r in rows), default=0)
+    padded = np.full((len(rows), longest), -1, dtype=np.int64)
+    for k, row in enumerate(rows):
+        padded[k, : len(row)] = row
+    return padded
 
 
 def _unpad(row: np.ndarray) -> np.ndarray:
