@@ -230,6 +230,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=_count, default=3, help="with --write-baseline: benchmark runs (default 3)")
     p.add_argument("--write-baseline", action="store_true", help="record a new baseline instead of comparing")
     p.set_defaults(handler=_regress)
+
+    p = sub.add_parser("debug", help="diagnose a bundle")
+    debug = p.add_subparsers(dest="what", required=True)
+    p = debug.add_parser(
+        "precision",
+        help="where an FP16/INT8 bundle's graphs first depart from FP32, tensor by tensor (Polygraphy)",
+    )
+    p.add_argument("bundle", type=Path)
+    p.add_argument(
+        "--reference", type=Path, help="the FP32 bundle of the same weights (default: BUNDLE/../fp32)"
+    )
+    p.add_argument("--samples", type=_count, default=2, help="held-out samples to compare on (default 2)")
+    p.add_argument("--component", action="append", default=[], help="only this component (repeatable)")
+    p.add_argument(
+        "--form",
+        default="graph",
+        choices=("graph", "onnxruntime"),
+        help="graph or the ONNX Runtime fast form",
+    )
+    p.add_argument("--cosine", type=float, help="tolerance per tensor (default: the bundle's output budget)")
+    p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.set_defaults(handler=_debug_precision)
     return parser
 
 
@@ -534,6 +556,27 @@ def _bench(args: argparse.Namespace) -> int:
         print(record.to_markdown())
     for path in write_outputs(records, args.out_dir).values():
         print(f"wrote {path}")
+    return 0
+
+
+def _debug_precision(args: argparse.Namespace) -> int:
+    from trtdeploy.calibration.layer_report import reports_json, reports_markdown
+    from trtdeploy.debug_precision import PrecisionDebugSettings, debug_precision
+
+    if args.json is not None:
+        _writable_report(args.json)
+    settings = PrecisionDebugSettings(
+        bundle=args.bundle,
+        reference=args.reference,
+        samples=args.samples,
+        components=tuple(args.component),
+        form=args.form,
+        cosine_min=args.cosine,
+    )
+    reports = debug_precision(settings)
+    print(reports_markdown(reports))
+    if args.json is not None:
+        args.json.write_text(reports_json(reports) + "\n", encoding="utf-8")
     return 0
 
 

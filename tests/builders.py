@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import onnx
@@ -79,20 +79,33 @@ def clipseg_tiny_int8_budget() -> Budget:
 def bundle_with_narrowed_int8_ranges(built: Path, graphs: Sequence[str], out: Path) -> Bundle:
     """A consistent copy of an INT8 bundle whose ``graphs`` have activation scales 8x too small (most
     values saturate): a broken calibration, re-hashed so only the verification can reject it."""
-    broken = out / "broken"
-    shutil.copytree(built, broken)
-    for graph in graphs:
-        model = onnx.load(str(broken / graph))
+
+    def narrow(model: onnx.ModelProto) -> None:
         for init in model.graph.initializer:
             if init.name.endswith("_qdq_scale"):
                 scale = numpy_helper.to_array(init)
                 init.CopyFrom(numpy_helper.from_array((scale / 8).astype(scale.dtype), init.name))
+
+    return bundle_with_changed_graphs(built, graphs, narrow, out)
+
+
+def bundle_with_changed_graphs(
+    built: Path, graphs: Sequence[str], change: Callable[[onnx.ModelProto], None], out: Path
+) -> Bundle:
+    """A copy of a bundle with ``change`` applied to ``graphs``, re-hashed: a consistent bundle that
+    only its numbers can give away."""
+    broken = out / "changed"
+    shutil.copytree(built, broken)
+    for graph in graphs:
+        model = onnx.load(str(broken / graph))
+        change(model)
         onnx.save(model, str(broken / graph))
     with BundleWriter(out / "rehashed") as writer:
         for path in broken.rglob("*"):
             if path.is_file() and path.name != "manifest.json":
                 shutil.copyfile(path, writer.path(path.relative_to(broken).as_posix()))
         writer.commit(Bundle.load(built).manifest)
+    shutil.rmtree(broken)
     return Bundle.load(out / "rehashed")
 
 
