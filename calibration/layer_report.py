@@ -23,6 +23,7 @@ import onnx
 
 Feeds = dict[str, np.ndarray]
 FIRST_SHOWN = 5  # diverging tensors listed per component
+FP16_MAX = 65504.0
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,18 @@ class TensorError:
     ref_max: float  # max |FP32 value|: the scale the errors are read against
     non_finite: int  # values finite in FP32 that are Inf/NaN in the candidate
     input_cosine: float  # the worst cosine among the node's shared inputs (1.0 for none)
-    inputs_overflow: bool = False  # an input already held Inf/NaN: this node only carries it on
+    inputs_overflow: bool = False  # an input already overflowed: this node only carries it on
+    # Its Inf values are a constant beyond the candidate's range (a mask's float32 minimum is -inf
+    # in FP16), or that carried on: the same answer after a softmax, so not counted as an error.
+    saturated: bool = False
 
     def diverges(self, cosine_min: float) -> bool:
-        return self.non_finite > 0 or not self.cosine >= cosine_min
+        return (self.non_finite > 0 and not self.saturated) or not self.cosine >= cosine_min
 
     @property
     def growth(self) -> float:
         """How much of the cosine this node loses over its inputs (an overflow is the most)."""
-        if self.inputs_overflow:
+        if self.inputs_overflow or self.saturated:
             return 0.0
         if self.non_finite:
             return math.inf
@@ -66,7 +70,7 @@ class LayerReport:
         return [t for t in self.tensors if t.diverges(self.cosine_min)][:count]
 
     def overflows(self) -> list[TensorError]:
-        return [t for t in self.tensors if t.non_finite]
+        return [t for t in self.tensors if t.non_finite and not t.saturated]
 
     def largest_growth(self, count: int = FIRST_SHOWN) -> list[TensorError]:
         """The nodes that add the most error of their own, worst first."""
@@ -120,6 +124,7 @@ class LayerReport:
             "first_diverging": [_finite_json(asdict(t)) for t in self.first_diverging()],
             "largest_growth": [_finite_json(asdict(t)) for t in self.largest_growth()],
             "overflows": [t.node for t in self.overflows()],
+            "saturated_constants": [t.node for t in self.tensors if t.saturated],
             "tensors_compared": len(self.tensors),
         }
 
@@ -168,13 +173,19 @@ class LayerReportFromGraphs:
         ref_out, cand_out = results[0][1][0], results[1][1][0]
         cosines: dict[str, float] = {}
         overflowed: set[str] = set()
+        saturated: set[str] = set()
         tensors = []
         for name in shared:
             order, node = producers[name]
             ref, cand = np.asarray(ref_out[name], np.float64), np.asarray(cand_out[name], np.float64)
             cosines[name] = _cosine(ref, cand)
             non_finite = int(np.sum(np.isfinite(ref) & ~np.isfinite(cand)))
-            if non_finite:
+            data_inputs = [i for i in node.input if i in cosines and i != name]
+            if non_finite and _out_of_range(ref, cand) and (
+                not data_inputs or any(i in saturated for i in node.input)
+            ):
+                saturated.add(name)
+            elif non_finite:
                 overflowed.add(name)
             inputs = [cosines[i] for i in node.input if i in cosines and math.isfinite(cosines[i])]
             compared = stats[name]
@@ -191,6 +202,7 @@ class LayerReportFromGraphs:
                     non_finite=non_finite,
                     input_cosine=min(inputs, default=1.0),
                     inputs_overflow=any(i in overflowed for i in node.input),
+                    saturated=name in saturated,
                 )
             )
         samples = len(next(iter(feeds.values())))
@@ -237,22 +249,27 @@ def _float_tensors(model: onnx.ModelProto) -> set[str]:
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine over the values finite in both; NaN where one side is finite and the other is not
-    (a mask's -inf in both graphs is agreement, not an error)."""
+    """Cosine over the values finite on both sides (Inf/NaN are counted apart, as non_finite)."""
     if a.shape != b.shape:
         return float("nan")
     a, b = a.ravel(), b.ravel()
-    finite_a, finite_b = np.isfinite(a), np.isfinite(b)
-    if not np.array_equal(finite_a, finite_b):
-        return float("nan")
-    both_nan = np.isnan(a) & np.isnan(b)
-    if not np.array_equal(a[~finite_a & ~both_nan], b[~finite_b & ~both_nan]):
-        return float("nan")  # +inf against -inf
-    a, b = a[finite_a], b[finite_b]
+    finite = np.isfinite(a) & np.isfinite(b)
+    a, b = a[finite], b[finite]
     norms = float(np.linalg.norm(a) * np.linalg.norm(b))
     if norms == 0.0:
         return 1.0 if not np.any(a) and not np.any(b) else 0.0
     return float(np.dot(a, b) / norms)
+
+
+def _out_of_range(ref: np.ndarray, cand: np.ndarray) -> bool:
+    """Every value finite in FP32 and not in the candidate is an infinity of the same sign where
+    FP32 holds a value past FP16's range: what converting that value gives, not an error."""
+    lost = np.isfinite(ref) & ~np.isfinite(cand)
+    return bool(
+        np.all(np.isinf(cand[lost]))
+        and np.all(np.sign(cand[lost]) == np.sign(ref[lost]))
+        and np.all(np.abs(ref[lost]) > FP16_MAX)
+    )
 
 
 def _finite_json(record: dict[str, Any]) -> dict[str, Any]:

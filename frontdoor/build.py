@@ -68,6 +68,8 @@ TOOL_PACKAGES = (
 )
 FAST_FORM_TARGET = "onnxruntime"  # the target whose fast form INT8 bundles carry
 TASK_REFERENCE_FILE = "reference/tasks.npz"
+# A missed budget's layer report runs on one held-out sample: every tensor of every graph is kept.
+LAYER_REPORT_SAMPLES = 1
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,9 @@ class BundleFromRecipe:
                 writer.write_json("verification.json", {"reports": [r.to_json() for r in reports]})
                 writer.write_text("verification.md", "\n".join(r.to_markdown() for r in reports))
             failed = [r for r in reports if not r.passed]
+            if failed and s.precision != "fp32":
+                with progress.step("finding where the graphs first depart from FP32 (layer report)"):
+                    self._layer_report(manifest, writer, reference, exported, failed[0], progress)
             if failed:
                 rejected = writer.reject()
                 progress.note(f"verification failed; the rejected build is kept in {rejected} for inspection")
@@ -378,6 +383,44 @@ class BundleFromRecipe:
             with Executor.for_graphs(interfaces, files, settings) as run:
                 reports.append(verify(manifest, run, reference, target, form))
         return reports
+
+    def _layer_report(
+        self,
+        manifest: Manifest,
+        writer: BundleWriter,
+        reference: ReferenceSet,
+        exported: ExportedModel,
+        failed: VerificationReport,
+        progress: Progress,
+    ) -> None:
+        """The layer-by-layer report of the failed form's graphs (those whose outputs missed the
+        budget; every graph when only a task metric did), into the rejected build and its log."""
+        from trtdeploy.calibration.layer_report import reports_json, reports_markdown
+        from trtdeploy.debug_precision import reports_on_held_out
+
+        missed = {c.component for c in failed.comparisons if not c.passed}
+        entries = [e for e in manifest.components if not missed or e.name in missed]
+        target = self._verify_target()
+        fast = failed.form != "graph"
+        candidate = {
+            e.name: writer.path(e.forms[target] if fast and target in e.forms else e.onnx) for e in entries
+        }
+        cosine = manifest.budget.outputs["*"].cosine_min
+        reports = reports_on_held_out(
+            manifest,
+            exported.fp32,
+            candidate,
+            reference.inputs,
+            LAYER_REPORT_SAMPLES,
+            cosine,
+            f"{manifest.precision} ({failed.form})",
+        )
+        writer.write_text("layer_report.md", reports_markdown(reports))
+        writer.write_text("layer_report.json", reports_json(reports))
+        for report in reports:
+            first = report.first_diverging(1)
+            where = f"{first[0].node} ({first[0].op_type})" if first else "no tensor past the tolerance"
+            progress.note(f"{report.component}: first diverging {where}")
 
     def _verify_target(self) -> str:
         # A TensorRT bundle is proven on ONNX Runtime's CPU provider first: the same graphs the

@@ -9,11 +9,11 @@ candidate graphs are compared tensor by tensor (calibration/layer_report.py, on 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trtdeploy.calibration.layer_report import LayerReport, layer_reports
+from trtdeploy.calibration.layer_report import Feeds, LayerReport, layer_reports
 from trtdeploy.runtime.bundle import Bundle, Manifest
 from trtdeploy.runtime.errors import UsageError
 from trtdeploy.runtime.executor import Executor
@@ -47,19 +47,34 @@ def debug_precision(settings: PrecisionDebugSettings) -> list[LayerReport]:
     names = _components(manifest, settings.components)
     candidate = {name: bundle.path(_graph_file(manifest, name, settings.form)) for name in names}
     fp32 = {e.name: reference.path(e.onnx) for e in reference.manifest.components}
-    pipeline = pipeline_class(manifest.pipeline)
-    held_out = bundle_references(bundle).inputs
-    sources = {c: {k: v[: settings.samples] for k, v in held_out[c].items()} for c in pipeline.sources}
-    interfaces = {e.name: e.io for e in reference.manifest.components}
-    with Executor.for_graphs(interfaces, fp32, OrtSettings()) as run:
-        runs = pipeline.flow(run, sources, manifest.pipeline_config)
     cosine = (
         settings.cosine_min if settings.cosine_min is not None else manifest.budget.outputs["*"].cosine_min
     )
     label = (
         manifest.precision if settings.form == "graph" else f"{manifest.precision} {settings.form} fast form"
     )
-    return layer_reports(fp32, candidate, {c: runs.inputs[c] for c in names}, cosine, label)
+    return reports_on_held_out(
+        manifest, fp32, candidate, bundle_references(bundle).inputs, settings.samples, cosine, label
+    )
+
+
+def reports_on_held_out(
+    manifest: Manifest,
+    fp32: Mapping[str, Path],
+    candidate: Mapping[str, Path],
+    held_out: Mapping[str, Feeds],
+    samples: int,
+    cosine_min: float,
+    label: str,
+) -> list[LayerReport]:
+    """Layer reports of ``candidate``'s graphs on the first ``samples`` held-out source samples, each
+    component fed what the FP32 graphs' flow gives it (a decoder's cache from these samples)."""
+    pipeline = pipeline_class(manifest.pipeline)
+    sources = {c: {k: v[:samples] for k, v in held_out[c].items()} for c in pipeline.sources}
+    interfaces = {e.name: e.io for e in manifest.components}
+    with Executor.for_graphs(interfaces, fp32, OrtSettings()) as run:
+        runs = pipeline.flow(run, sources, manifest.pipeline_config)
+    return layer_reports(fp32, candidate, {c: runs.inputs[c] for c in candidate}, cosine_min, label)
 
 
 def _check_reference(manifest: Manifest, reference: Manifest, root: Path) -> None:

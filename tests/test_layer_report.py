@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from builders import bundle_with_changed_graphs
+from builders import build_tiny, bundle_with_changed_graphs
 from onnx import numpy_helper
 
-from trtdeploy.build import BuildResult
+from trtdeploy.build import BuildResult, ExportedModel
 from trtdeploy.calibration.layer_report import LayerReport
 from trtdeploy.cli import main
 from trtdeploy.debug_precision import PrecisionDebugSettings, debug_precision
 from trtdeploy.runtime.bundle import Bundle
-from trtdeploy.runtime.errors import UsageError
+from trtdeploy.runtime.compare import Budget, Tolerance
+from trtdeploy.runtime.errors import UsageError, VerificationError
 from trtdeploy.runtime.targets import open_engines
 from trtdeploy.runtime.verify import bundle_references
 
@@ -124,3 +125,18 @@ def test_the_reference_must_be_the_same_weights_at_fp32(
         debug_precision(PrecisionDebugSettings(tiny_clipseg.bundle))
     with pytest.raises(UsageError, match="no component"):
         debug_precision(PrecisionDebugSettings(tiny_clip_fp16.bundle, components=("vision_tower",)))
+
+
+def test_a_missed_budget_leaves_a_layer_report(tiny_clip_export: ExportedModel, tmp_path: Path) -> None:
+    """An FP16 build held to a cosine no FP16 graph reaches is rejected with the report beside it."""
+    strict = Budget({"*": Tolerance(cosine_min=0.9999999, atol=1e-7, rtol=0.0, max_outside=0.0)})
+    out = tmp_path / "fp16"
+    with pytest.raises(VerificationError):
+        build_tiny(tiny_clip_export, out, precision="fp16", budget=strict)
+    rejected = out.parent / "fp16.rejected"
+    records = json.loads((rejected / "layer_report.json").read_text(encoding="utf-8"))
+    assert {r["component"] for r in records} == {"vision", "text"}
+    for record in records:
+        assert record["first_diverging"], record["component"]
+        assert record["first_diverging"][0]["cosine"] < 0.9999999
+    assert "first diverging: **" in (rejected / "layer_report.md").read_text(encoding="utf-8")
