@@ -181,8 +181,10 @@ class LayerReportFromGraphs:
             cosines[name] = _cosine(ref, cand)
             non_finite = int(np.sum(np.isfinite(ref) & ~np.isfinite(cand)))
             data_inputs = [i for i in node.input if i in cosines and i != name]
-            if non_finite and _out_of_range(ref, cand) and (
-                not data_inputs or any(i in saturated for i in node.input)
+            if (
+                non_finite
+                and _out_of_range(ref, cand)
+                and (not data_inputs or any(i in saturated for i in node.input))
             ):
                 saturated.add(name)
             elif non_finite:
