@@ -4,6 +4,7 @@ They follow the real APIs' shapes (the names and signatures mypy checks against 
 cuda-python's `(error, *results)` returns, False/None on failure) with a toy network:
     y = 2 * x          x: float32 (batch, 4)
     n = ids + 1        ids: int64 (batch, seq)   -- int64 in, int64 out
+and any other Network a test registers under a plan of its own (a toy decoder with a KV cache).
 Device memory is host memory here, so copies are memmoves. They prove the call sequence and the
 bookkeeping (shapes, buffers, addresses, streams, graph capture), not TensorRT's numerics; those
 are what the `tensorrt`/`gpu` tests check on a device.
@@ -13,12 +14,37 @@ from __future__ import annotations
 
 import ctypes
 import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 PLAN = b"fake-plan-v1"
-PROFILE = {"x": ((1, 4), (2, 4), (4, 4)), "ids": ((1, 2), (2, 5), (4, 8))}
+
+
+class Network:
+    """What a fake plan computes: its I/O tensors (name -> numpy dtype name), the profile of its
+    inputs, how output shapes follow from input shapes, and the computation itself."""
+
+    def __init__(
+        self,
+        inputs: dict[str, str],
+        outputs: dict[str, str],
+        profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
+        output_shapes: Callable[[dict[str, tuple[int, ...]]], dict[str, tuple[int, ...]]],
+        compute: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    ) -> None:
+        self.inputs, self.outputs, self.profile = inputs, outputs, profile
+        self.output_shapes, self.compute = output_shapes, compute
+
+
+TOY = Network(
+    inputs={"x": "float32", "ids": "int64"},
+    outputs={"y": "float32", "n": "int64"},
+    profile={"x": ((1, 4), (2, 4), (4, 4)), "ids": ((1, 2), (2, 5), (4, 8))},
+    output_shapes=lambda shapes: {"y": shapes["x"], "n": shapes["ids"]},
+    compute=lambda a: {"y": 2 * a["x"], "n": a["ids"] + 1},
+)
 
 
 class FakeCuda:
@@ -43,6 +69,7 @@ class FakeCuda:
         self.graphs: dict[int, list[Any]] = {}
         self.launches = 0
         self.calls: list[str] = []
+        self.copies: list[tuple[int, int]] = []  # (cudaMemcpyKind, bytes) of every async copy
 
     ok = cudaError_t(0)
 
@@ -88,6 +115,7 @@ class FakeCuda:
 
     def cudaMemcpyAsync(self, dst: int, src: int, nbytes: int, kind: int, stream: int) -> tuple[Any]:
         assert stream in self.streams, "copies must run on the engine's own stream"
+        self.copies.append((kind, nbytes))
         ctypes.memmove(dst, src, nbytes)
         return (self.ok,)
 
@@ -145,6 +173,7 @@ class FakeTensorRT(types.ModuleType):
         self.__version__ = f"{major}.3.0.26"
         self.cuda = cuda
         self.built: list[dict[str, Any]] = []
+        self.networks: dict[bytes, Network] = {PLAN: TOY}  # plan bytes -> what it computes
         self.parse_ok = True
         self.build_ok = True
         trt = self
@@ -184,10 +213,11 @@ class FakeTensorRT(types.ModuleType):
                 self.logger = logger
 
             def deserialize_cuda_engine(self, plan: bytes) -> Any:
-                if plan != PLAN:
+                network = trt.networks.get(bytes(plan))
+                if network is None:
                     self.logger.log(ILogger.Severity.ERROR, "Serialization assertion failed: version tag")
                     return None
-                return FakeEngine(trt)
+                return FakeEngine(trt, network)
 
         self.Runtime = Runtime
         self.Builder = lambda logger: FakeBuilder(trt)
@@ -198,44 +228,48 @@ class FakeTensorRT(types.ModuleType):
 
 
 class FakeEngine:
-    names = ("x", "ids", "y", "n")
-
-    def __init__(self, trt: FakeTensorRT) -> None:
+    def __init__(self, trt: FakeTensorRT, network: Network) -> None:
         self.trt = trt
+        self.network = network
+        self.names = (*network.inputs, *network.outputs)
         self.num_io_tensors = len(self.names)
 
     def get_tensor_name(self, i: int) -> str:
         return self.names[i]
 
     def get_tensor_mode(self, name: str) -> Any:
-        return self.trt.TensorIOMode.INPUT if name in ("x", "ids") else self.trt.TensorIOMode.OUTPUT
+        return self.trt.TensorIOMode.INPUT if name in self.network.inputs else self.trt.TensorIOMode.OUTPUT
 
     def get_tensor_dtype(self, name: str) -> Any:
-        return self.trt.DataType.FLOAT if name in ("x", "y") else self.trt.DataType.INT64
+        dtype = {**self.network.inputs, **self.network.outputs}[name]
+        return self.trt.DataType.FLOAT if dtype == "float32" else self.trt.DataType.INT64
 
     def create_execution_context(self) -> FakeContext:
-        return FakeContext(self.trt)
+        return FakeContext(self.trt, self.network)
 
 
 class FakeContext:
-    def __init__(self, trt: FakeTensorRT) -> None:
+    def __init__(self, trt: FakeTensorRT, network: Network) -> None:
         self.trt = trt
+        self.network = network
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.addresses: dict[str, int] = {}
         self.enqueues = 0
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        lo, _, hi = PROFILE[name]
+        lo, _, hi = self.network.profile[name]
         if len(shape) != len(lo) or any(not a <= s <= b for a, s, b in zip(lo, shape, hi, strict=True)):
             return False
         self.shapes[name] = tuple(shape)
         return True
 
     def infer_shapes(self) -> list[str]:
-        return [n for n in PROFILE if n not in self.shapes]
+        return [n for n in self.network.inputs if n not in self.shapes]
 
     def get_tensor_shape(self, name: str) -> list[int]:
-        return list(self.shapes[{"y": "x", "n": "ids"}.get(name, name)])
+        if name in self.network.inputs:
+            return list(self.shapes[name])
+        return list(self.network.output_shapes(self.shapes)[name])
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
         self.addresses[name] = ptr
@@ -252,14 +286,14 @@ class FakeContext:
         return True
 
     def _work(self) -> Any:
-        addresses, shapes = dict(self.addresses), dict(self.shapes)
+        addresses, shapes, network = dict(self.addresses), dict(self.shapes), self.network
 
         def run() -> None:
             self.enqueues += 1
-            x = _array(addresses["x"], np.float32, shapes["x"])
-            ids = _array(addresses["ids"], np.int64, shapes["ids"])
-            _array(addresses["y"], np.float32, shapes["x"])[...] = 2 * x
-            _array(addresses["n"], np.int64, shapes["ids"])[...] = ids + 1
+            arrays = {n: _array(addresses[n], np.dtype(d), shapes[n]) for n, d in network.inputs.items()}
+            results = network.compute({n: a.copy() for n, a in arrays.items()})
+            for name, shape in network.output_shapes(shapes).items():
+                _array(addresses[name], np.dtype(network.outputs[name]), shape)[...] = results[name]
 
         return run
 
