@@ -155,8 +155,9 @@ class BenchRecord:
                 "|---|---:|---:|---:|---:|---:|",
             ]
             for p in self.pipeline:
+                agreement = "" if p.token_agreement is None else f" (token agreement {p.token_agreement:.3f})"
                 lines.append(
-                    f"| {p.name} | {p.engine.p50:.1f} | {1000 * p.items / p.engine.p50:.1f} {p.unit}/s | "
+                    f"| {p.name}{agreement} | {p.engine.p50:.1f} | {1000 * p.items / p.engine.p50:.1f} {p.unit}/s | "
                     f"{p.reference.p50:.1f} | {1000 * p.items / p.reference.p50:.1f} {p.unit}/s | {p.ratio:.2f}× |"
                 )
         lines += [

@@ -81,6 +81,9 @@ class PipelineRow:
     # before it); "" where the row involves no label cache.
     label_cache: str = ""
     block_ratios: tuple[float, ...] = ()  # p50 ratio of each engine/eager block pair
+    # Generation: the share of eager FP32's tokens ours reproduce position by position (1.0 for an
+    # FP32 bundle, which must give the very tokens); None where the row generates nothing.
+    token_agreement: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -93,6 +96,7 @@ class PipelineRow:
             "unit": self.unit,
             "label_cache": self.label_cache,
             "block_ratios": list(self.block_ratios),
+            "token_agreement": self.token_agreement,
             "engine": self.engine.to_json(),
             "pytorch_eager": self.reference.to_json(),
             "ratio_p50": self.ratio,
