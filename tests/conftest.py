@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +16,12 @@ from builders import (
     build_tiny,
     clipseg_tiny_int8_budget,
 )
+from fake_tensorrt import FakeCuda, FakeTensorRT
 
 from trtdeploy.build import BuildResult, BuildSettings, ExportedModel, export_model
 from trtdeploy.models.registry import get_recipe
 from trtdeploy.progress import Progress
+from trtdeploy.runtime.tensorrt_host import tensorrt_unavailable_reason
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -146,3 +150,20 @@ def shapes_florence2_int8(shapes_florence2_export: ExportedModel, bundles_dir: P
     from trtdeploy.build import BundleFromRecipe
 
     return BundleFromRecipe(_shapes_florence2_settings(bundles_dir, "int8"), shapes_florence2_export)()
+
+
+@pytest.fixture()
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeTensorRT, FakeCuda]]:
+    """tensorrt and cuda.bindings.runtime replaced by the stand-ins of tests/fake_tensorrt.py."""
+    cuda = FakeCuda()
+    trt = FakeTensorRT(cuda)
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = cuda  # type: ignore[attr-defined]
+    package = types.ModuleType("cuda")
+    package.bindings = bindings  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "cuda", package)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    tensorrt_unavailable_reason.cache_clear()
+    yield trt, cuda
+    tensorrt_unavailable_reason.cache_clear()

@@ -9,9 +9,6 @@ device-to-host copies of a with-past step are its logits.
 
 from __future__ import annotations
 
-import sys
-import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,6 @@ from trtdeploy.runtime.engine_cache import EngineCache, PlanKey
 from trtdeploy.runtime.florence2_decoder import EngineStepDecoder, past_name, present_name
 from trtdeploy.runtime.generation import GenerationSettings, generate
 from trtdeploy.runtime.specs import DimRange, IOSpec, TensorSpec
-from trtdeploy.runtime.tensorrt_host import tensorrt_unavailable_reason
 from trtdeploy.runtime.tensorrt_options import TrtBuildOptions
 
 VOCAB = 7  # the toy's tokens; its keys are one-hot tokens, so head size = VOCAB
@@ -131,22 +127,6 @@ class NumpyEngine(Engine):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.compute(feeds)  # type: ignore[operator,no-any-return]
-
-
-@pytest.fixture()
-def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeTensorRT, FakeCuda]]:
-    cuda = FakeCuda()
-    trt = FakeTensorRT(cuda)
-    bindings = types.ModuleType("cuda.bindings")
-    bindings.runtime = cuda  # type: ignore[attr-defined]
-    package = types.ModuleType("cuda")
-    package.bindings = bindings  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "cuda", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
-    tensorrt_unavailable_reason.cache_clear()
-    yield trt, cuda
-    tensorrt_unavailable_reason.cache_clear()
 
 
 def _trt_engine(trt: FakeTensorRT, cache: EngineCache, name: str, io: IOSpec, compute: object) -> Engine:

@@ -9,10 +9,7 @@ the device tests' job (tests/test_tensorrt.py, `tensorrt`/`gpu` markers).
 
 from __future__ import annotations
 
-import sys
 import threading
-import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +27,6 @@ IO = IOSpec(
     outputs=(TensorSpec("y", "float32", ("batch", 4)), TensorSpec("n", "int64", ("batch", "seq"))),
     dims={"batch": DimRange(1, 2, 4), "seq": DimRange(2, 5, 8)},
 )
-
-
-@pytest.fixture()
-def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeTensorRT, FakeCuda]]:
-    cuda = FakeCuda()
-    trt = FakeTensorRT(cuda)
-    bindings = types.ModuleType("cuda.bindings")
-    bindings.runtime = cuda  # type: ignore[attr-defined]
-    package = types.ModuleType("cuda")
-    package.bindings = bindings  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "cuda", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
-    tensorrt_unavailable_reason.cache_clear()
-    yield trt, cuda
-    tensorrt_unavailable_reason.cache_clear()
 
 
 def record_for(cache: EngineCache, plan: bytes = PLAN, **key_changes: str):  # type: ignore[no-untyped-def]
