@@ -1,7 +1,7 @@
 """How the INT8 fallback judges a candidate: the bundle's own budget, on calibration data.
 
 The held-out evaluation set decides whether a build passes, so it must not also steer which
-layers stay in FP16; candidates are judged on the last calibration batches of every source component
+layers stay in FP16; candidates are judged on the last calibration samples of every source component
 against what the FP32 graphs make of it, run through the pipeline's flow (a chained component is
 fed what the FP32 graphs of the components before it give), exactly as verification judges a
 bundle against the PyTorch reference.
@@ -33,16 +33,17 @@ class TuningEvaluator:
         calibration: CalibrationSet,
         target: str,
         threads: int | None = None,
-        batches: int = 1,
+        samples: int | None = None,
     ) -> None:
-        """``batches``: how many of the last calibration batches the candidates are judged on."""
+        """``samples``: how many of the last calibration samples the candidates are judged on (None:
+        the last batch)."""
         # The ground truth labels the bundle's reference images, not this calibration batch.
         config = {k: v for k, v in manifest.pipeline_config.items() if k != "ground_truth"}
         self.manifest = dataclasses.replace(manifest, pipeline_config=config)
         self.settings = OrtSettings(target=target, threads=threads)
         self.interfaces = {e.name: e.io for e in manifest.components}
         pipeline = pipeline_class(manifest.pipeline)
-        sources = {c: _joined(list(calibration.batches(c))[-batches:]) for c in pipeline.sources}
+        sources = {c: _last(list(calibration.batches(c)), samples) for c in pipeline.sources}
         with Executor.for_graphs(self.interfaces, fp32_graphs, self.settings) as fp32:
             runs = pipeline.flow(fp32, sources, config)
             tasks = pipeline.tuning_tasks(fp32, runs, config)
@@ -59,6 +60,16 @@ class TuningEvaluator:
         return report.passed, ", ".join(parts)
 
 
-def _joined(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Calibration batches as one (the recipe pads them alike: same names and trailing dims)."""
-    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+def _last(batches: list[dict[str, np.ndarray]], samples: int | None) -> dict[str, np.ndarray]:
+    """The last ``samples`` samples of the calibration batches (the recipe pads them alike: same
+    names and trailing dims), or the last batch."""
+    if samples is None:
+        return batches[-1]
+    kept: list[dict[str, np.ndarray]] = []
+    count = 0
+    for batch in reversed(batches):
+        kept.insert(0, batch)
+        count += len(next(iter(batch.values())))
+        if count >= samples:
+            break
+    return {name: np.concatenate([b[name] for b in kept])[-samples:] for name in kept[0]}

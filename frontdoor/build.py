@@ -259,7 +259,7 @@ class BundleFromRecipe:
                 calibration,
                 self._verify_target(),
                 s.threads,
-                batches=self.recipe.tuning_batches,
+                samples=self.recipe.tuning_samples,
             )
         stage = GraphsForPrecision(
             PrecisionSettings(s.precision, s.fp16, s.int8),

@@ -223,7 +223,7 @@ class Florence2Recipe(Recipe):
         ),
     }
     default_preset = "florence2-base"
-    tuning_batches = 4  # 32 images x 2 searches: a generation rate the held-out set then confirms
+    tuning_samples = 32  # 32 images x 2 searches: a generation rate the held-out set then confirms
 
     def model_class(self) -> type:
         return Florence2ForConditionalGeneration
@@ -386,6 +386,11 @@ class Florence2Recipe(Recipe):
             for name, feeds in runs.inputs.items():
                 out.setdefault(name, []).append(feeds)
             out[DECODER_WITH_PAST] += decoder_steps(reference, runs, config)
+        # Island detection records every tensor of a graph at once: DaViT at 768 px holds several GB
+        # of them per image, so the image graphs are calibrated one image a call. The decoders keep
+        # their rows together (beam_idx indexes them).
+        for name in (VISION_ENCODER, ENCODER):
+            out[name] = [one for feeds in out[name] for one in _single_samples(feeds)]
         return {name: tuple(batches) for name, batches in out.items()}
 
     def budget(self, precision: str) -> Budget:
@@ -398,6 +403,10 @@ def _sources(pixels: np.ndarray, prompts: Mapping[str, np.ndarray]) -> dict[str,
         EMBED_TOKENS: {"input_ids": prompts["input_ids"]},
         ENCODER: {"attention_mask": prompts["attention_mask"]},
     }
+
+
+def _single_samples(feeds: Feeds) -> list[Feeds]:
+    return [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(len(next(iter(feeds.values()))))]
 
 
 def _ids_of(text: Any) -> dict[str, Any]:

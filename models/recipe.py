@@ -105,10 +105,10 @@ class Recipe(abc.ABC):
     pipeline: ClassVar[str]
     presets: ClassVar[Mapping[str, Preset]]
     default_preset: ClassVar[str]
-    # Calibration batches the INT8 fallback judges a candidate on (the last ones): one is enough
-    # where the task metric reads every sample's outputs; a generation budget over one batch's
-    # cases passes candidates that held-out images then reject.
-    tuning_batches: ClassVar[int] = 1
+    # Calibration samples the INT8 fallback judges a candidate on (the last ones); None: the last
+    # batch, enough where the task metric reads every sample's outputs. A generation budget over
+    # one batch's cases passes candidates that held-out images then reject.
+    tuning_samples: ClassVar[int | None] = None
 
     def load(self, preset: str | None = None, weights: Path | None = None) -> LoadedModel:
         """The reference model from a local weights folder, or a preset's fixed-seed random init."""
