@@ -147,11 +147,8 @@ class LayerReportFromGraphs:
         reference = onnx.load(str(fp32_path), load_external_data=False)
         candidate = onnx.load(str(candidate_path), load_external_data=False)
         producers = _producers(reference)
-        shared = [
-            name
-            for name in producers
-            if name in _float_tensors(candidate) and name in _float_tensors(reference)
-        ]
+        floating = _float_tensors(candidate) & _float_tensors(reference)  # shape inference once per graph
+        shared = [name for name in producers if name in floating]
         runners = [
             OnnxrtRunner(
                 SessionFromOnnx(
