@@ -25,7 +25,7 @@ from trtdeploy.calibration.int8 import (
     find_targets,
 )
 from trtdeploy.calibration.ort_forms import FORM_NAME, FUSED_FORM_NAME, dynamic_int8_form, fused_fp32_form
-from trtdeploy.calibration.sensitivity import rank_by_sensitivity
+from trtdeploy.calibration.sensitivity import LayerSensitivity, measure_sensitivity, rank_layers
 from trtdeploy.runtime.atomic import write_atomic
 from trtdeploy.runtime.bundle import sha256_file
 from trtdeploy.runtime.errors import UsageError
@@ -132,9 +132,9 @@ class GraphsForPrecision:
                 graphs[c] = QdqOnnxFromOnnx(kept, thresholds[c])(fp16[c], fp32[c], workdir / f"{c}.int8.onnx")
             return graphs
 
-        ranking: list[tuple[str, float]] = []
+        ranking: list[LayerSensitivity] = []
 
-        def ranked() -> list[tuple[str, float]]:  # costs a pass over every layer: only when needed
+        def ranked() -> list[LayerSensitivity]:  # costs a pass over every layer: only when needed
             if not ranking:
                 ranking.extend(self._ranked(fp32, targets, thresholds))
             return ranking
@@ -175,7 +175,8 @@ class GraphsForPrecision:
             "fallback": {
                 "kept_in_fp16": excluded,
                 "evaluations": search.evaluations,
-                "sensitivity_top": [{"layer": n, "local_error": round(e, 6)} for n, e in ranking[:10]],
+                "ranked_by": "local INT8 error per share of the model's multiply-accumulates, worst first",
+                "sensitivity_top": [_described(layer, ranking) for layer in ranking[:10]],
             },
             "fp16_rest": fp16_method,
             "fast_form": FORM_NAME,
@@ -187,11 +188,11 @@ class GraphsForPrecision:
         return PrecisionOutcome(graphs, fast_forms, ranges, method)
 
     def _search(
-        self, build: Callable[[list[str]], dict[str, Path]], ranked: Callable[[], list[tuple[str, float]]]
+        self, build: Callable[[list[str]], dict[str, Path]], ranked: Callable[[], list[LayerSensitivity]]
     ) -> FallbackSearch:
         """Plain INT8 first; only if it misses the budget, rank the layers and bisect."""
         plain = self.evaluate(build([]))
-        names = [] if plain[0] else [name for name, _ in ranked()]
+        names = [] if plain[0] else [layer.layer for layer in ranked()]
         return search_exclusions(names, lambda excluded: self.evaluate(build(excluded)), plain=plain)
 
     def _ranked(
@@ -199,18 +200,15 @@ class GraphsForPrecision:
         fp32: Mapping[str, Path],
         targets: Mapping[str, list[QuantTarget]],
         thresholds: Mapping[str, Mapping[str, float]],
-    ) -> list[tuple[str, float]]:
-        """Every quantized layer of every component, worst local INT8 error first."""
+    ) -> list[LayerSensitivity]:
+        """Every quantized layer of every component, ranked across components (calibration/sensitivity.py)."""
         assert self.calibration is not None
-        scored = []
+        measured = []
         for c, path in fp32.items():
-            if not targets[c]:
-                continue
-            batch = next(self.calibration.batches(c))
-            scored += [
-                (f"{c}/{t.node}", e) for t, e in rank_by_sensitivity(path, targets[c], thresholds[c], batch)
-            ]
-        return sorted(scored, key=lambda item: -item[1])
+            if targets[c]:
+                batch = next(self.calibration.batches(c))
+                measured += measure_sensitivity(c, path, targets[c], thresholds[c], batch)
+        return rank_layers(measured)
 
     def _thresholds(self, component: str, fp32_path: Path, targets: list[QuantTarget]) -> dict[str, Any]:
         """Calibrated thresholds, from the cache when the same weights, graph, data and method
@@ -237,6 +235,15 @@ class GraphsForPrecision:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(cache, json.dumps(record, indent=1, sort_keys=True).encode("utf-8"))
         return dict(record, reused=False)
+
+
+def _described(layer: LayerSensitivity, ranking: list[LayerSensitivity]) -> dict[str, object]:
+    total = sum(other.work for other in ranking) or 1.0
+    return {
+        "layer": layer.layer,
+        "local_error": round(layer.local_error, 6),
+        "share_of_work": round(layer.work / total, 6),
+    }
 
 
 def check_named_nodes(fp32: Mapping[str, Path], settings: PrecisionSettings) -> None:

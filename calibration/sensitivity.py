@@ -3,12 +3,19 @@
 For every target node a one-node graph (the same op, attributes and weight) runs on the
 activation that reached it during calibration, once in FP32 and once with both operands
 fake-quantized (the activation at its calibrated scale, the weight per channel). The local error
-1 - cosine(FP32, INT8) orders the layers; the fallback then keeps the worst ones in FP16.
+is 1 - cosine(FP32, INT8); the layer's work is its multiply-accumulates per sample.
+
+The fallback keeps the best-ranked layers in FP16, so the ranking decides what the fallback costs
+in speed: ordered by local error alone, a model whose most error-prone layers are also its most
+expensive (Florence-2's vision tower, where 90% of the work is) would give its INT8 speed away to
+buy accuracy that a cheap layer (a decoder step's) would have bought. The order is therefore error
+per share of the model's work, worst first: the error removed for each unit of speed given up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +28,31 @@ from trtdeploy.calibration.data import Feeds
 from trtdeploy.calibration.int8 import QuantTarget
 
 
-def rank_by_sensitivity(
-    fp32_path: Path, targets: list[QuantTarget], thresholds: Mapping[str, float], batch: Feeds
-) -> list[tuple[QuantTarget, float]]:
-    """Targets with their local INT8 error, worst first (ties keep graph order)."""
+@dataclass(frozen=True)
+class LayerSensitivity:
+    layer: str  # component/node
+    local_error: float  # 1 - cosine of the layer's output, INT8 operands against FP32
+    work: float  # multiply-accumulates per sample of the calibration batch
+
+
+def rank_layers(layers: list[LayerSensitivity]) -> list[LayerSensitivity]:
+    """Worst first by local error per share of the total work (ties keep the given order)."""
+    total = sum(layer.work for layer in layers) or 1.0
+
+    def error_per_share(layer: LayerSensitivity) -> float:
+        return layer.local_error / max(layer.work / total, 1e-12)
+
+    return sorted(layers, key=lambda layer: -error_per_share(layer))
+
+
+def measure_sensitivity(
+    component: str,
+    fp32_path: Path,
+    targets: list[QuantTarget],
+    thresholds: Mapping[str, float],
+    batch: Feeds,
+) -> list[LayerSensitivity]:
+    """Every target's local INT8 error and work, in graph order."""
     model = onnx.load(str(fp32_path))
     nodes = {n.name: n for n in model.graph.node}
     inits = {i.name: i for i in model.graph.initializer}
@@ -43,8 +71,22 @@ def rank_by_sensitivity(
             _fake_quant_weight(weight, target.axis),
             extra,
         )
-        scored.append((target, _one_minus_cosine(reference, quantized)))
-    return sorted(scored, key=lambda item: -item[1])
+        scored.append(
+            LayerSensitivity(
+                f"{component}/{target.node}",
+                _one_minus_cosine(reference, quantized),
+                _work_per_sample(x, weight, target.axis, reference),
+            )
+        )
+    return scored
+
+
+def _work_per_sample(x: np.ndarray, weight: np.ndarray, axis: int, y: np.ndarray) -> float:
+    """Multiply-accumulates per sample: each output element sums over the weight's input extent
+    (MatMul: K; Conv: input channels per group x kernel)."""
+    per_output = weight.size / max(weight.shape[axis], 1)
+    samples = x.shape[0] if x.ndim >= 2 else 1
+    return float(y.size) * per_output / max(samples, 1)
 
 
 def _run_node(

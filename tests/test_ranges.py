@@ -76,3 +76,20 @@ def test_zero_shot_agreement_counts_probability_ties_but_not_flips() -> None:
     assert zero_shot_agreement(reference, flipped, scale=100.0)[:2] == (0.5, 0.5)
     # At scale 1 the same scores are near-uniform probabilities: the flip is between tied prompts.
     assert zero_shot_agreement(reference, flipped, scale=1.0)[:2] == (1.0, 0.5)
+
+
+def test_ranking_spends_the_least_work_for_the_error_it_removes() -> None:
+    from trtdeploy.calibration.sensitivity import LayerSensitivity, rank_layers
+
+    layers = [
+        LayerSensitivity("vision/heavy", local_error=4e-3, work=1e9),  # worst alone, most of the work
+        LayerSensitivity("decoder/light", local_error=1e-3, work=1e6),
+        LayerSensitivity("decoder/clean", local_error=0.0, work=1e3),
+        LayerSensitivity("vision/medium", local_error=4e-3, work=1e8),
+    ]
+    order = [layer.layer for layer in rank_layers(layers)]
+    # Error per share of work: light 1e-3/1e6, medium 4e-3/1e8, heavy 4e-3/1e9; an exact layer last.
+    assert order == ["decoder/light", "vision/medium", "vision/heavy", "decoder/clean"]
+    # Equal work: local error alone decides, worst first.
+    same = [LayerSensitivity(f"l{i}", e, 1.0) for i, e in enumerate([1e-4, 3e-4, 2e-4])]
+    assert [layer.layer for layer in rank_layers(same)] == ["l1", "l2", "l0"]
