@@ -11,6 +11,7 @@ error grows most over its inputs' is the layer that adds it.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ class TensorError:
     # Its Inf values are a constant beyond the candidate's range (a mask's float32 minimum is -inf
     # in FP16), or that carried on: the same answer after a softmax, so not counted as an error.
     saturated: bool = False
+    module: str = ""  # the PyTorch module that traced the node (its export metadata), where known
 
     def diverges(self, cosine_min: float) -> bool:
         return (self.non_finite > 0 and not self.saturated) or not self.cosine >= cosine_min
@@ -86,7 +88,9 @@ class LayerReport:
         ]
         if first:
             lines.append(
-                f"first diverging: **{first[0].node}** ({first[0].op_type}) -> `{first[0].tensor}`"
+                f"first diverging: **{first[0].node}** ({first[0].op_type}"
+                + (f" in `{first[0].module}`" if first[0].module else "")
+                + f") -> `{first[0].tensor}`"
                 + (f", {first[0].non_finite} values overflow to Inf/NaN" if first[0].non_finite else "")
             )
         else:
@@ -103,15 +107,17 @@ class LayerReport:
         if shown:
             lines += [
                 "",
-                "| # | node | op | tensor | cosine | max abs | mean abs | max |ref| | Inf/NaN | inputs' cosine |",
-                "|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
+                "| # | node | op | module | tensor | cosine | max abs | mean abs | max |ref| | Inf/NaN | inputs' cosine |",
+                "|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|",
             ]
             for t in sorted(shown.values(), key=lambda t: t.order):
                 lines.append(
-                    f"| {t.order} | {t.node} | {t.op_type} | `{t.tensor}` | {t.cosine:.6f} | {t.max_abs:.3g} | "
+                    f"| {t.order} | {t.node} | {t.op_type} | {t.module} | `{t.tensor}` | {t.cosine:.6f} | {t.max_abs:.3g} | "
                     f"{t.mean_abs:.3g} | {t.ref_max:.3g} | {t.non_finite} | {t.input_cosine:.6f} |"
                 )
-            growth = ", ".join(f"{t.node} ({t.op_type})" for t in self.largest_growth(3))
+            growth = ", ".join(
+                f"{t.node} ({t.op_type}{', ' + t.module if t.module else ''})" for t in self.largest_growth(3)
+            )
             lines += ["", f"adds the most error: {growth}"]
         return "\n".join(lines)
 
@@ -202,6 +208,7 @@ class LayerReportFromGraphs:
                     input_cosine=min(inputs, default=1.0),
                     inputs_overflow=any(i in overflowed for i in node.input),
                     saturated=name in saturated,
+                    module=_module_of(node),
                 )
             )
         samples = len(next(iter(feeds.values())))
@@ -230,6 +237,20 @@ def reports_json(reports: Sequence[LayerReport]) -> str:
 def _producers(model: onnx.ModelProto) -> dict[str, tuple[int, onnx.NodeProto]]:
     """Each node output -> (node position, node), in graph order (ONNX keeps nodes topological)."""
     return {out: (k, node) for k, node in enumerate(model.graph.node) for out in node.output if out}
+
+
+def _module_of(node: onnx.NodeProto) -> str:
+    """The innermost module scope torch.onnx recorded for the node ("" if it recorded none): the
+    name a user finds in the PyTorch model (vision_model.encoder.layers.6.self_attn)."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return ""
+            modules = [s for s in scopes[:-1] if isinstance(s, str) and s]  # the last is the traced op
+            return modules[-1].removeprefix("model.") if modules else ""
+    return ""
 
 
 def _float_tensors(model: onnx.ModelProto) -> set[str]:

@@ -105,10 +105,13 @@ def test_a_planted_fp16_overflow_is_named(
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert f"first diverging: **{node}** (MatMul)" in printed and "overflow to Inf/NaN" in printed
     (record,) = json.loads(out.read_text(encoding="utf-8"))
     first = record["first_diverging"][0]
     assert first["node"] == node and first["non_finite"] > 0
+    # named as the graph has it and as the PyTorch model has it (the module that traced the node)
+    assert first["module"].startswith("vision_model.encoder.layers.")
+    assert f"first diverging: **{node}** (MatMul in `{first['module']}`)" in printed
+    assert "overflow to Inf/NaN" in printed
     assert first["ref_max"] > FP16_MAX  # finite in FP32, past FP16's range
     assert record["largest_growth"][0]["node"] == node
     assert record["overflows"][0] == node
