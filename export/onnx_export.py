@@ -27,6 +27,7 @@ from trtdeploy.runtime.specs import IOSpec
 
 # One protobuf can't exceed 2 GiB; above a margin below that, weights go to an external file.
 EXTERNAL_DATA_BYTES = 1_800_000_000
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -92,8 +93,26 @@ class OnnxFromComponent:
                 torch.onnx.export(wrapper, args, str(path), **kwargs)
         except Exception as exc:
             raise ExportError(f"{component.name}: torch.onnx.export ({exporter}) failed: {exc}") from exc
+        _drop_stack_traces(path)
         check_exported_graph(path, component.name, component.io, settings.opset)
         return path
+
+
+def _drop_stack_traces(path: Path) -> None:
+    """Remove the Python stack trace torch.onnx records on every node: it names the files of the
+    machine that built the bundle (its checkout, its virtual environment), so the same weights would
+    export to different bytes in another folder, and a shipped bundle would carry the builder's paths.
+    The module scopes (which PyTorch module traced a node) stay: the layer report names layers by them."""
+    model = onnx.load(str(path), load_external_data=False)
+    changed = False
+    for node in [*model.graph.node, *(n for f in model.functions for n in f.node)]:
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE_KEY]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+            changed = True
+    if changed:  # the weights stay where they are: external data is referenced, not rewritten
+        onnx.save(model, str(path))
 
 
 @contextlib.contextmanager

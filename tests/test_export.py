@@ -60,3 +60,17 @@ def test_parity_catches_a_graph_from_other_weights(tiny_clip: BuildResult) -> No
     loaded = RECIPE.load("tiny")
     results = ExportParity(RECIPE.components(loaded.model)[0], loaded.model)(tiny_clip.bundle / "vision.onnx")
     assert max(r.max_abs for r in results) < 1e-4 and min(r.cosine for r in results) > 0.99999
+
+
+def test_exported_graphs_name_no_file_of_the_building_machine(tiny_clip: BuildResult) -> None:
+    """torch.onnx records a stack trace per node (this checkout's and its venv's paths); the bundle's
+    graphs drop it, so a shipped bundle names no file of the machine that built it, while the module
+    scopes the layer report reads stay."""
+    repo = str(Path(__file__).resolve().parents[1])
+    for graph in ("vision.onnx", "text.onnx"):
+        path = tiny_clip.bundle / graph
+        assert repo.encode() not in path.read_bytes(), f"{graph} names a path of this checkout"
+        nodes = onnx.load(str(path)).graph.node
+        keys = {p.key for n in nodes for p in n.metadata_props}
+        assert "pkg.torch.onnx.stack_trace" not in keys
+        assert "pkg.torch.onnx.name_scopes" in keys
