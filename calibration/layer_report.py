@@ -113,7 +113,7 @@ class LayerReport:
             for t in sorted(shown.values(), key=lambda t: t.order):
                 lines.append(
                     f"| {t.order} | {t.node} | {t.op_type} | {t.module} | `{t.tensor}` | {t.cosine:.6f} | {t.max_abs:.3g} | "
-                    f"{t.mean_abs:.3g} | {t.ref_max:.3g} | {t.non_finite} | {t.input_cosine:.6f} |"
+                    f"{t.mean_abs:.3g} | {t.ref_max:.3g} | {_non_finite_cell(t)} | {t.input_cosine:.6f} |"
                 )
             growth = ", ".join(
                 f"{t.node} ({t.op_type}{', ' + t.module if t.module else ''})" for t in self.largest_growth(3)
@@ -237,6 +237,14 @@ def reports_json(reports: Sequence[LayerReport]) -> str:
 def _producers(model: onnx.ModelProto) -> dict[str, tuple[int, onnx.NodeProto]]:
     """Each node output -> (node position, node), in graph order (ONNX keeps nodes topological)."""
     return {out: (k, node) for k, node in enumerate(model.graph.node) for out in node.output if out}
+
+
+def _non_finite_cell(t: TensorError) -> str:
+    if t.saturated:  # a mask's float32 minimum is -inf in FP16: the same answer, not an overflow
+        return f"{t.non_finite} (constant past FP16's range)"
+    return (
+        f"{t.non_finite} (carried from an input)" if t.non_finite and t.inputs_overflow else str(t.non_finite)
+    )
 
 
 def _module_of(node: onnx.NodeProto) -> str:
