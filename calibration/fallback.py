@@ -30,20 +30,28 @@ def search_exclusions(
     ranked: Sequence[str],
     passes: Callable[[list[str]], tuple[bool, str]],
     plain: tuple[bool, str] | None = None,
+    report: Callable[[dict[str, object]], None] | None = None,
 ) -> FallbackSearch:
     """Smallest prefix of ``ranked`` (worst layers first) whose exclusion makes ``passes`` true.
 
     ``passes(excluded)`` evaluates the model with those layers kept out of INT8 and returns
     (met the budget?, a one-line summary for the record); ``plain`` is that result for no
-    exclusions when the caller already has it.
+    exclusions when the caller already has it; ``report`` sees each evaluation as it is recorded
+    (a search on a large model takes many minutes per evaluation).
     """
     search = FallbackSearch([])
+
+    def record(count: int, ok: bool, summary: str) -> None:
+        search.evaluations.append({"kept_out_of_int8": count, "passed": ok, "summary": summary})
+        if report is not None:
+            report(search.evaluations[-1])
+
     if plain is not None:
-        search.evaluations.append({"kept_out_of_int8": 0, "passed": plain[0], "summary": plain[1]})
+        record(0, *plain)
 
     def evaluate(count: int) -> bool:
         ok, summary = passes(list(ranked[:count]))
-        search.evaluations.append({"kept_out_of_int8": count, "passed": ok, "summary": summary})
+        record(count, ok, summary)
         return ok
 
     if plain[0] if plain is not None else evaluate(0):

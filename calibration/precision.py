@@ -36,6 +36,8 @@ FP16_STAT_BATCHES = 4  # island detection records every tensor; a few batches sh
 
 # evaluate(graphs by component) -> (met the budget?, one-line summary)
 Evaluate = Callable[[Mapping[str, Path]], tuple[bool, str]]
+# report(form, evaluation record): each fallback evaluation as it is made
+ReportEvaluation = Callable[[str, Mapping[str, object]], None]
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,10 @@ class GraphsForPrecision:
         cache_dir: Path,
         evaluate: Evaluate,
         fusions: Mapping[str, str] | None = None,
+        report: ReportEvaluation | None = None,
     ) -> None:
-        """``fusions``: component -> ONNX Runtime optimizer model type, for the FP32 fast forms."""
+        """``fusions``: component -> ONNX Runtime optimizer model type, for the FP32 fast forms;
+        ``report`` hears of each INT8 fallback evaluation when it is made."""
         if settings.precision != "fp32" and calibration is None:
             raise ValueError(f"{settings.precision} needs calibration data")
         self.settings = settings
@@ -78,6 +82,7 @@ class GraphsForPrecision:
         self.cache_dir = cache_dir
         self.evaluate = evaluate
         self.fusions = dict(fusions or {})
+        self.report = report
 
     def __call__(self, fp32: Mapping[str, Path], workdir: Path) -> PrecisionOutcome:
         precision = self.settings.precision
@@ -149,12 +154,12 @@ class GraphsForPrecision:
                 for c in fp32
             }
 
-        search = self._search(build, ranked)
+        search = self._search(build, ranked, "graph")
         excluded = search.kept_high_precision
         graphs = build(excluded)
         # The fast form quantizes differently (per call, per tensor), so it is held to the budget on
         # its own, starting from the graph's exclusions.
-        fast_search = self._search(lambda more: fast(sorted({*excluded, *more})), ranked)
+        fast_search = self._search(lambda more: fast(sorted({*excluded, *more})), ranked, FORM_NAME)
         fast_forms = fast(sorted({*excluded, *fast_search.kept_high_precision}))
         method = {
             "kind": "int8",
@@ -188,12 +193,21 @@ class GraphsForPrecision:
         return PrecisionOutcome(graphs, fast_forms, ranges, method)
 
     def _search(
-        self, build: Callable[[list[str]], dict[str, Path]], ranked: Callable[[], list[LayerSensitivity]]
+        self,
+        build: Callable[[list[str]], dict[str, Path]],
+        ranked: Callable[[], list[LayerSensitivity]],
+        form: str,
     ) -> FallbackSearch:
         """Plain INT8 first; only if it misses the budget, rank the layers and bisect."""
+        report = self.report
         plain = self.evaluate(build([]))
         names = [] if plain[0] else [layer.layer for layer in ranked()]
-        return search_exclusions(names, lambda excluded: self.evaluate(build(excluded)), plain=plain)
+        return search_exclusions(
+            names,
+            lambda excluded: self.evaluate(build(excluded)),
+            plain=plain,
+            report=None if report is None else lambda evaluation: report(form, evaluation),
+        )
 
     def _ranked(
         self,

@@ -52,9 +52,12 @@ def test_bisection_finds_the_fewest_exclusions() -> None:
         calls.append(len(excluded))
         return len(excluded) >= 7, f"{len(excluded)} excluded"
 
-    search = search_exclusions(ranked, passes)
+    reported: list[dict[str, object]] = []
+    search = search_exclusions(ranked, passes, report=reported.append)
     assert search.kept_high_precision == ranked[:7]
     assert len(calls) <= 2 + 5  # 0 and all, then log2(20) bisection steps
+    # every evaluation is reported when it is made, in order, as the record keeps it
+    assert reported == search.evaluations and [r["kept_out_of_int8"] for r in reported] == calls
 
 
 def test_unreachable_budget_says_so() -> None:
