@@ -25,6 +25,8 @@ import onnx
 Feeds = dict[str, np.ndarray]
 FIRST_SHOWN = 5  # diverging tensors listed per component
 FP16_MAX = 65504.0
+PASS_BYTES = 2 << 30  # tensors held per graph per pass (the candidate's as many again)
+FIRST_PASS_TENSORS = 64  # before any tensor's size is known
 
 
 @dataclass(frozen=True)
@@ -137,29 +139,89 @@ class LayerReport:
 
 class LayerReportFromGraphs:
     """Stage: (FP32 graph, candidate graph, feeds) -> LayerReport, both graphs on ONNX Runtime's CPU
-    provider through Polygraphy."""
+    provider through Polygraphy.
 
-    def __init__(self, cosine_min: float, precision: str) -> None:
+    Every tensor of a large graph at once does not fit in memory (Florence-2's DaViT tower at
+    768 px holds tens of GB of them per image, twice over), so the tensors are compared in passes:
+    each pass marks the next group as outputs and runs both graphs again, and a group is sized
+    from the bytes the previous ones took, to about ``pass_bytes`` per graph.
+    """
+
+    def __init__(self, cosine_min: float, precision: str, pass_bytes: int = PASS_BYTES) -> None:
         self.cosine_min = cosine_min
         self.precision = precision
+        self.pass_bytes = pass_bytes
 
     def __call__(self, component: str, fp32_path: Path, candidate_path: Path, feeds: Feeds) -> LayerReport:
+        reference = onnx.load(str(fp32_path), load_external_data=False)
+        candidate = onnx.load(str(candidate_path), load_external_data=False)
+        producers = _producers(reference)
+        floating = _float_tensors(candidate) & _float_tensors(reference)  # shape inference once per graph
+        shared = [name for name in producers if name in floating]
+        cosines: dict[str, float] = {}
+        overflowed: set[str] = set()
+        saturated: set[str] = set()
+        tensors = []
+        done, group, seen_bytes = 0, FIRST_PASS_TENSORS, 0
+        while done < len(shared):
+            names = shared[done : done + group]
+            ref_out, cand_out, stats = self._run_pair(fp32_path, candidate_path, names, feeds)
+            for name in names:
+                order, node = producers[name]
+                ref, cand = np.asarray(ref_out[name], np.float64), np.asarray(cand_out[name], np.float64)
+                seen_bytes += ref_out[name].nbytes
+                cosines[name] = _cosine(ref, cand)
+                non_finite = int(np.sum(np.isfinite(ref) & ~np.isfinite(cand)))
+                data_inputs = [i for i in node.input if i in cosines and i != name]
+                if (
+                    non_finite
+                    and _out_of_range(ref, cand)
+                    and (not data_inputs or any(i in saturated for i in node.input))
+                ):
+                    saturated.add(name)
+                elif non_finite:
+                    overflowed.add(name)
+                inputs = [cosines[i] for i in node.input if i in cosines and math.isfinite(cosines[i])]
+                compared = stats[name]
+                tensors.append(
+                    TensorError(
+                        order=order,
+                        tensor=name,
+                        node=node.name,
+                        op_type=node.op_type,
+                        cosine=cosines[name],
+                        max_abs=float(compared.max_absdiff),
+                        mean_abs=float(compared.mean_absdiff),
+                        ref_max=float(np.max(np.abs(ref))) if ref.size else 0.0,
+                        non_finite=non_finite,
+                        input_cosine=min(inputs, default=1.0),
+                        inputs_overflow=any(i in overflowed for i in node.input),
+                        saturated=name in saturated,
+                        module=_module_of(node),
+                    )
+                )
+            done += len(names)
+            del ref_out, cand_out, stats
+            group = max(1, int(self.pass_bytes / max(seen_bytes / done, 1.0)))
+        samples = len(next(iter(feeds.values())))
+        return LayerReport(component, self.precision, self.cosine_min, samples, tuple(tensors))
+
+    def _run_pair(
+        self, fp32_path: Path, candidate_path: Path, names: list[str], feeds: Feeds
+    ) -> tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray], Mapping[str, Any]]:
+        """Both graphs with ``names`` as their outputs, on the same feeds: each one's values and
+        Polygraphy's per-tensor statistics of the pair."""
         from polygraphy.backend.onnx import BytesFromOnnx, ModifyOutputs, OnnxFromPath
         from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
         from polygraphy.comparator import Comparator
         from polygraphy.comparator.compare import SimpleCompareFunc
         from polygraphy.logger import G_LOGGER
 
-        reference = onnx.load(str(fp32_path), load_external_data=False)
-        candidate = onnx.load(str(candidate_path), load_external_data=False)
-        producers = _producers(reference)
-        floating = _float_tensors(candidate) & _float_tensors(reference)  # shape inference once per graph
-        shared = [name for name in producers if name in floating]
         runners = [
             OnnxrtRunner(
                 SessionFromOnnx(
                     BytesFromOnnx(
-                        ModifyOutputs(OnnxFromPath(str(path), external_data_dir=str(path.parent)), shared)
+                        ModifyOutputs(OnnxFromPath(str(path), external_data_dir=str(path.parent)), names)
                     )
                 ),
                 name=name,
@@ -173,46 +235,7 @@ class LayerReportFromGraphs:
                 results, compare_func=SimpleCompareFunc(check_error_stat="max")
             )
         stats = accuracy[0][("fp32", self.precision)][0]  # one compare function, one pair, one iteration
-        ref_out, cand_out = results[0][1][0], results[1][1][0]
-        cosines: dict[str, float] = {}
-        overflowed: set[str] = set()
-        saturated: set[str] = set()
-        tensors = []
-        for name in shared:
-            order, node = producers[name]
-            ref, cand = np.asarray(ref_out[name], np.float64), np.asarray(cand_out[name], np.float64)
-            cosines[name] = _cosine(ref, cand)
-            non_finite = int(np.sum(np.isfinite(ref) & ~np.isfinite(cand)))
-            data_inputs = [i for i in node.input if i in cosines and i != name]
-            if (
-                non_finite
-                and _out_of_range(ref, cand)
-                and (not data_inputs or any(i in saturated for i in node.input))
-            ):
-                saturated.add(name)
-            elif non_finite:
-                overflowed.add(name)
-            inputs = [cosines[i] for i in node.input if i in cosines and math.isfinite(cosines[i])]
-            compared = stats[name]
-            tensors.append(
-                TensorError(
-                    order=order,
-                    tensor=name,
-                    node=node.name,
-                    op_type=node.op_type,
-                    cosine=cosines[name],
-                    max_abs=float(compared.max_absdiff),
-                    mean_abs=float(compared.mean_absdiff),
-                    ref_max=float(np.max(np.abs(ref))) if ref.size else 0.0,
-                    non_finite=non_finite,
-                    input_cosine=min(inputs, default=1.0),
-                    inputs_overflow=any(i in overflowed for i in node.input),
-                    saturated=name in saturated,
-                    module=_module_of(node),
-                )
-            )
-        samples = len(next(iter(feeds.values())))
-        return LayerReport(component, self.precision, self.cosine_min, samples, tuple(tensors))
+        return results[0][1][0], results[1][1][0], stats
 
 
 def layer_reports(

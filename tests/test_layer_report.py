@@ -143,3 +143,19 @@ def test_a_missed_budget_leaves_a_layer_report(tiny_clip_export: ExportedModel, 
         assert record["first_diverging"], record["component"]
         assert record["first_diverging"][0]["cosine"] < 0.9999999
     assert "first diverging: **" in (rejected / "layer_report.md").read_text(encoding="utf-8")
+
+
+def test_tensors_compared_in_passes_give_the_report_of_one_pass(
+    tiny_clip: BuildResult, tiny_clip_int8: BuildResult
+) -> None:
+    """A graph too large to hold every tensor at once is compared a group of tensors per pass: the
+    groups must not change a number (statuses carried from earlier groups included)."""
+    from trtdeploy.calibration.layer_report import LayerReportFromGraphs
+
+    feeds = {k: v[:2] for k, v in bundle_references(Bundle.load(tiny_clip.bundle)).inputs["vision"].items()}
+    fp32, int8 = tiny_clip.bundle / "vision.onnx", tiny_clip_int8.bundle / "vision.onnx"
+    whole = LayerReportFromGraphs(0.9999, "int8")("vision", fp32, int8, feeds)
+    # bytes for a handful of tensors per pass: many passes over the same graph
+    small = LayerReportFromGraphs(0.9999, "int8", pass_bytes=4 * int(feeds["pixel_values"].nbytes))
+    assert small("vision", fp32, int8, feeds).tensors == whole.tensors
+    assert len(whole.tensors) > 20
