@@ -7,9 +7,11 @@ is 1 - cosine(FP32, INT8); the layer's work is its multiply-accumulates per samp
 
 The fallback keeps the best-ranked layers in FP16, so the ranking decides what the fallback costs
 in speed: ordered by local error alone, a model whose most error-prone layers are also its most
-expensive (Florence-2's vision tower, where 90% of the work is) would give its INT8 speed away to
-buy accuracy that a cheap layer (a decoder step's) would have bought. The order is therefore error
-per share of the model's work, worst first: the error removed for each unit of speed given up.
+expensive (Florence-2's vision tower, more than 80% of a caption's arithmetic) would give its INT8
+speed away to buy accuracy that a cheap layer (a decoder step's) would have bought. The order is
+therefore error per share of the model's work, worst first: the error removed for each unit of
+speed given up. Work is counted per call of each graph; a decoder step runs once per token, which
+this leaves out: its layers' work is a thousandth of the vision tower's, so the order holds.
 """
 
 from __future__ import annotations
