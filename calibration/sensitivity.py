@@ -10,8 +10,9 @@ in speed: ordered by local error alone, a model whose most error-prone layers ar
 expensive (Florence-2's vision tower, more than 80% of a caption's arithmetic) would give its INT8
 speed away to buy accuracy that a cheap layer (a decoder step's) would have bought. The order is
 therefore error per share of the model's work, worst first: the error removed for each unit of
-speed given up. Work is counted per call of each graph; a decoder step runs once per token, which
-this leaves out: its layers' work is a thousandth of the vision tower's, so the order holds.
+speed given up. Work is counted per call of each graph; a decoder step runs once per token and
+beam, which this leaves out: over a 20-token, 3-beam caption a decoder layer still does under a
+fiftieth of the work of one of the vision tower's (0.6 M against 2.4 G multiply-accumulates a call).
 """
 
 from __future__ import annotations
