@@ -15,7 +15,7 @@ import ast
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,54 @@ class LayerReport:
         }
 
 
+@dataclass
+class _Statuses:
+    """What the tensors compared so far (in graph order) say to the nodes that read them."""
+
+    cosines: dict[str, float] = field(default_factory=dict)
+    overflowed: set[str] = field(default_factory=set)
+    saturated: set[str] = field(default_factory=set)
+
+    def compare(
+        self,
+        order: int,
+        node: onnx.NodeProto,
+        name: str,
+        ref_value: np.ndarray,
+        cand_value: np.ndarray,
+        compared: Any,
+    ) -> TensorError:
+        """One tensor, FP32 against the candidate; ``compared`` is Polygraphy's statistics of it."""
+        ref, cand = np.asarray(ref_value, np.float64), np.asarray(cand_value, np.float64)
+        self.cosines[name] = _cosine(ref, cand)
+        non_finite = int(np.sum(np.isfinite(ref) & ~np.isfinite(cand)))
+        data_inputs = [i for i in node.input if i in self.cosines and i != name]
+        if (
+            non_finite
+            and _out_of_range(ref, cand)
+            and (not data_inputs or any(i in self.saturated for i in node.input))
+        ):
+            self.saturated.add(name)
+        elif non_finite:
+            self.overflowed.add(name)
+        inputs = [self.cosines[i] for i in node.input if i in self.cosines and math.isfinite(self.cosines[i])]
+        return TensorError(
+            order=order,
+            tensor=name,
+            node=node.name,
+            op_type=node.op_type,
+            cosine=self.cosines[name],
+            max_abs=float(compared.max_absdiff),
+            mean_abs=float(compared.mean_absdiff),
+            ref_max=float(np.max(np.abs(ref))) if ref.size else 0.0,
+            non_finite=non_finite,
+            input_cosine=min(inputs, default=1.0),
+            inputs_overflow=any(i in self.overflowed for i in node.input),
+            saturated=name in self.saturated,
+            module=_module_of(node),
+        )
+
+
 class LayerReportFromGraphs:
     """Stage: (FP32 graph, candidate graph, feeds) -> LayerReport, both graphs on ONNX Runtime's CPU
     provider through Polygraphy.
@@ -158,9 +206,7 @@ class LayerReportFromGraphs:
         producers = _producers(reference)
         floating = _float_tensors(candidate) & _float_tensors(reference)  # shape inference once per graph
         shared = [name for name in producers if name in floating]
-        cosines: dict[str, float] = {}
-        overflowed: set[str] = set()
-        saturated: set[str] = set()
+        statuses = _Statuses()
         tensors = []
         done, group, seen_bytes = 0, FIRST_PASS_TENSORS, 0
         while done < len(shared):
@@ -168,37 +214,9 @@ class LayerReportFromGraphs:
             ref_out, cand_out, stats = self._run_pair(fp32_path, candidate_path, names, feeds)
             for name in names:
                 order, node = producers[name]
-                ref, cand = np.asarray(ref_out[name], np.float64), np.asarray(cand_out[name], np.float64)
                 seen_bytes += ref_out[name].nbytes
-                cosines[name] = _cosine(ref, cand)
-                non_finite = int(np.sum(np.isfinite(ref) & ~np.isfinite(cand)))
-                data_inputs = [i for i in node.input if i in cosines and i != name]
-                if (
-                    non_finite
-                    and _out_of_range(ref, cand)
-                    and (not data_inputs or any(i in saturated for i in node.input))
-                ):
-                    saturated.add(name)
-                elif non_finite:
-                    overflowed.add(name)
-                inputs = [cosines[i] for i in node.input if i in cosines and math.isfinite(cosines[i])]
-                compared = stats[name]
                 tensors.append(
-                    TensorError(
-                        order=order,
-                        tensor=name,
-                        node=node.name,
-                        op_type=node.op_type,
-                        cosine=cosines[name],
-                        max_abs=float(compared.max_absdiff),
-                        mean_abs=float(compared.mean_absdiff),
-                        ref_max=float(np.max(np.abs(ref))) if ref.size else 0.0,
-                        non_finite=non_finite,
-                        input_cosine=min(inputs, default=1.0),
-                        inputs_overflow=any(i in overflowed for i in node.input),
-                        saturated=name in saturated,
-                        module=_module_of(node),
-                    )
+                    statuses.compare(order, node, name, ref_out[name], cand_out[name], stats[name])
                 )
             done += len(names)
             del ref_out, cand_out, stats

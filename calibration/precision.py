@@ -25,7 +25,7 @@ from trtdeploy.calibration.int8 import (
     find_targets,
 )
 from trtdeploy.calibration.ort_forms import FORM_NAME, FUSED_FORM_NAME, dynamic_int8_form, fused_fp32_form
-from trtdeploy.calibration.sensitivity import LayerSensitivity, measure_sensitivity, rank_layers
+from trtdeploy.calibration.sensitivity import LayerSensitivity, measure_sensitivity, rank_layers, total_work
 from trtdeploy.runtime.atomic import write_atomic
 from trtdeploy.runtime.bundle import sha256_file
 from trtdeploy.runtime.errors import UsageError
@@ -181,7 +181,7 @@ class GraphsForPrecision:
                 "kept_in_fp16": excluded,
                 "evaluations": search.evaluations,
                 "ranked_by": "local INT8 error per share of the model's multiply-accumulates, worst first",
-                "sensitivity_top": [_described(layer, ranking) for layer in ranking[:10]],
+                "sensitivity_top": [_described(layer, total_work(ranking)) for layer in ranking[:10]],
             },
             "fp16_rest": fp16_method,
             "fast_form": FORM_NAME,
@@ -251,8 +251,7 @@ class GraphsForPrecision:
         return dict(record, reused=False)
 
 
-def _described(layer: LayerSensitivity, ranking: list[LayerSensitivity]) -> dict[str, object]:
-    total = sum(other.work for other in ranking) or 1.0
+def _described(layer: LayerSensitivity, total: float) -> dict[str, object]:
     return {
         "layer": layer.layer,
         "local_error": round(layer.local_error, 6),

@@ -38,9 +38,14 @@ class LayerSensitivity:
     work: float  # multiply-accumulates per sample of the calibration batch
 
 
+def total_work(layers: list[LayerSensitivity]) -> float:
+    """What the layers' work shares are shares of (1.0 for layers that do none)."""
+    return sum(layer.work for layer in layers) or 1.0
+
+
 def rank_layers(layers: list[LayerSensitivity]) -> list[LayerSensitivity]:
     """Worst first by local error per share of the total work (ties keep the given order)."""
-    total = sum(layer.work for layer in layers) or 1.0
+    total = total_work(layers)
 
     def error_per_share(layer: LayerSensitivity) -> float:
         return layer.local_error / max(layer.work / total, 1e-12)
